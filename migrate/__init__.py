@@ -1,0 +1,8 @@
+"""mailmigrate: back up, drain, restore and migrate email, exactly once.
+
+The CLI (:mod:`migrate.cli`) is a thin layer; everything else is a library:
+build a source and a destination store and hand them to
+:func:`migrate.engine.transfer`.
+"""
+
+__version__ = "0.1.0"

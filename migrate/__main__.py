@@ -1,0 +1,5 @@
+"""Allows ``python -m migrate``."""
+
+from migrate.cli import main
+
+main()

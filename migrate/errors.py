@@ -1,0 +1,58 @@
+"""Errors as types that carry their exit code.
+
+The CLI renders every :class:`MailmigrateError` as one line and exits with
+its code; anything else is a bug and gets a traceback. ``transient`` tells a
+retry wrapper whether trying again can help.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_PARTIAL = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_CONNECT = 4
+EXIT_ARCHIVE = 5
+EXIT_INTERRUPTED = 130
+
+
+class MailmigrateError(Exception):
+    """Base of all expected failures; ``str(err)`` is the one-line message."""
+
+    exit_code = EXIT_PARTIAL
+    transient = False
+
+
+class UsageError(MailmigrateError):
+    """Bad URL, bad option, bad input file: the user must change the command."""
+
+    exit_code = EXIT_USAGE
+
+
+class AuthError(MailmigrateError):
+    """The server refused the credentials."""
+
+    exit_code = EXIT_AUTH
+
+
+class ConnectError(MailmigrateError):
+    """The server cannot be reached, TLS failed, or the connection dropped."""
+
+    exit_code = EXIT_CONNECT
+    transient = True
+
+
+class ArchiveError(MailmigrateError):
+    """The archive is corrupt, locked by another run, or not writable."""
+
+    exit_code = EXIT_ARCHIVE
+
+
+class ArchiveLockedError(ArchiveError):
+    """Another run holds the archive's lock."""
+
+
+class MessageError(MailmigrateError):
+    """One message or folder failed; the run goes on and ends with exit 1."""
+
+    exit_code = EXIT_PARTIAL

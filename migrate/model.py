@@ -1,0 +1,118 @@
+"""The few value types every store and the engine agree on.
+
+Stores translate their protocol's notions (IMAP UIDs, POP3 UIDLs, archive
+rows) into these, so that the engine's loop never needs to know which store
+it is talking to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# RFC 6154 special-use attributes we recognise, in a stable order.
+SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+
+
+@dataclass(frozen=True)
+class Folder:
+    """A folder as the archive sees it.
+
+    ``name`` is the decoded Unicode path with '/' between levels whatever the
+    server's delimiter was; ``server_name`` is what the source calls it (for
+    IMAP the decoded name with the server's own delimiter), kept so that the
+    source can be asked for it again without re-deriving it.
+    """
+
+    name: str
+    server_name: str = ""
+    delimiter: str | None = "/"
+    special_use: str | None = None
+    selectable: bool = True
+    attributes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """What a cheap STATUS tells about a folder: enough to skip it when unchanged."""
+
+    uidvalidity: int | None
+    uidnext: int | None
+    messages: int
+    highestmodseq: int | None = None
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A message known by key and size, before its bytes are fetched.
+
+    ``key`` identifies the message within its folder at the source: the UID
+    (as text) for IMAP, the UIDL for POP3, the row id for an archive. Size
+    lets the engine bound each fetch batch by bytes rather than by count.
+    """
+
+    key: str
+    size: int
+    uid: int | None = None
+    flags: tuple[str, ...] = ()
+    internaldate: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """A whole message: raw bytes exactly as the source returned them, plus metadata."""
+
+    key: str
+    raw: bytes
+    flags: tuple[str, ...] = ()
+    internaldate: datetime | None = None
+    uid: int | None = None
+    sha256: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            object.__setattr__(self, "sha256", hashlib.sha256(self.raw).hexdigest())
+
+    @property
+    def size(self) -> int:
+        return len(self.raw)
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    """New flags for a message already at the destination, keyed like MessageRef."""
+
+    key: str
+    flags: tuple[str, ...]
+    uid: int | None = None
+
+
+@dataclass
+class FolderCheckpoint:
+    """What the destination already holds of a source folder.
+
+    ``last_uid`` is the highest UID stored for the current UIDVALIDITY: a
+    resumed or incremental run asks the source only for UIDs above it.
+    ``uidnext``/``highestmodseq`` are those of the last *completed* pass, so
+    an unchanged STATUS lets the folder be skipped without selecting it.
+    """
+
+    uidvalidity: int | None = None
+    last_uid: int = 0
+    uidnext: int | None = None
+    highestmodseq: int | None = None
+    messages: int = 0
+
+
+def normalise_flags(flags: object) -> tuple[str, ...]:
+    """Flags as sorted unique text, whatever bytes/str mix a library handed us.
+
+    \\Recent is dropped: it is session state, not a property of the message.
+    """
+    out: set[str] = set()
+    for f in flags or ():  # type: ignore[attr-defined]
+        s = f.decode("utf-8", "replace") if isinstance(f, bytes) else str(f)
+        if s and s.lower() != "\\recent":
+            out.add(s)
+    return tuple(sorted(out))

@@ -1,0 +1,1 @@
+"""Stores: one small reader and/or writer per place mail can live."""

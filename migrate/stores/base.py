@@ -1,0 +1,105 @@
+"""The interfaces every store implements, as :class:`typing.Protocol` s.
+
+A source lists folders and messages and fetches bytes; a destination says
+what it already holds (its checkpoint) and stores batches durably. The
+engine only talks to these, so a new store is one class, proven by the same
+conformance tests as the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+
+
+@runtime_checkable
+class SourceStore(Protocol):
+    """Where messages come from (IMAP, POP3, an archive)."""
+
+    def list_folders(self) -> list[Folder]:
+        """Every folder, parents (even \\Noselect ones) before children."""
+        ...
+
+    def status(self, folder: Folder) -> FolderStatus:
+        """A cheap look at the folder: must not transfer message bodies."""
+        ...
+
+    def list_new(self, folder: Folder, checkpoint: FolderCheckpoint) -> Iterator[MessageRef]:
+        """Messages the destination may not have yet, in the order to fetch them.
+
+        IMAP lists UIDs above ``checkpoint.last_uid``; stores without UIDs list
+        everything and leave the filtering to the destination's ``missing``.
+        """
+        ...
+
+    def flag_changes(
+        self, folder: Folder, checkpoint: FolderCheckpoint, status: FolderStatus
+    ) -> Iterator[FlagChange]:
+        """Flags of already-transferred messages that may have changed."""
+        ...
+
+    def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
+        """The messages for ``refs`` (one bounded batch), in any order.
+
+        A message that cannot be fetched raises :class:`MessageError` from the
+        iterator only if nothing else can be salvaged; otherwise it is
+        skipped and reported through ``failed``.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class DestinationStore(Protocol):
+    """Where messages go (an archive, an IMAP server)."""
+
+    def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
+        """Create the folder if needed and say what is already held of it.
+
+        When ``status.uidvalidity`` differs from the stored one, the store
+        detaches its old UIDs (keeping the messages) and returns an empty
+        checkpoint, so the folder is scanned again without duplicates.
+        """
+        ...
+
+    def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
+        """The subset of ``refs`` not yet stored for this folder."""
+        ...
+
+    def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
+        """Store a batch durably, with its checkpoint, all or nothing.
+
+        Returns how many were newly stored (a message already held under the
+        same key is not stored again). When this returns, the batch survives
+        kill -9 and power loss.
+        """
+        ...
+
+    def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
+        """Record changed flags; returns how many rows changed."""
+        ...
+
+    def finish_folder(self, folder: Folder, status: FolderStatus) -> None:
+        """The folder is complete up to ``status``: remember it for the next no-op check."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ArchiveReader(Protocol):
+    """The read side of an archive, for ``ls``, ``verify`` and (later) restore."""
+
+    def list_folders(self) -> list[Folder]: ...
+
+    def folder_summary(self) -> list[tuple[Folder, int, int]]:
+        """(folder, message count, total bytes) per folder, in name order."""
+        ...
+
+    def iter_messages(self, folder: Folder) -> Iterable[Message]:
+        """Messages of a folder, one at a time (bounded memory)."""
+        ...
+
+    def close(self) -> None: ...
