@@ -96,6 +96,8 @@ class FolderCheckpoint:
     resumed or incremental run asks the source only for UIDs above it.
     ``uidnext``/``highestmodseq`` are those of the last *completed* pass, so
     an unchanged STATUS lets the folder be skipped without selecting it.
+    ``partial`` marks a folder last visited with a filter (``--since``): UIDs
+    below ``last_uid`` may be missing, so the next unfiltered run lists all.
     """
 
     uidvalidity: int | None = None
@@ -103,6 +105,7 @@ class FolderCheckpoint:
     uidnext: int | None = None
     highestmodseq: int | None = None
     messages: int = 0
+    partial: bool = False
 
 
 def normalise_flags(flags: object) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ conformance tests as the others.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
 from typing import Protocol, runtime_checkable
 
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
@@ -26,11 +27,14 @@ class SourceStore(Protocol):
         """A cheap look at the folder: must not transfer message bodies."""
         ...
 
-    def list_new(self, folder: Folder, checkpoint: FolderCheckpoint) -> Iterator[MessageRef]:
+    def list_new(
+        self, folder: Folder, checkpoint: FolderCheckpoint, since: date | None = None
+    ) -> Iterator[MessageRef]:
         """Messages the destination may not have yet, in the order to fetch them.
 
         IMAP lists UIDs above ``checkpoint.last_uid``; stores without UIDs list
         everything and leave the filtering to the destination's ``missing``.
+        ``since`` keeps only messages whose INTERNALDATE is on or after it.
         """
         ...
 
@@ -82,8 +86,13 @@ class DestinationStore(Protocol):
         """Record changed flags; returns how many rows changed."""
         ...
 
-    def finish_folder(self, folder: Folder, status: FolderStatus) -> None:
-        """The folder is complete up to ``status``: remember it for the next no-op check."""
+    def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
+        """The folder is done up to ``status``: remember it for the next no-op check.
+
+        ``complete=False`` (a filtered pass, e.g. ``--since``) records the folder
+        as partial: no skip on the next run, and ``checkpoint().partial`` is True
+        until a complete pass clears it.
+        """
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,169 @@
+"""Progress: what the engine tells, and the ways to show it.
+
+The engine calls a :class:`Reporter`; the CLI picks tqdm bars on a TTY,
+plain log lines otherwise, or nothing with --quiet. Everything goes to
+stderr: stdout is reserved for data (the --json summary, ``ls`` output).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
+
+if TYPE_CHECKING:
+    from migrate.engine import FolderResult, TransferResult
+
+
+class Reporter(Protocol):
+    def start(self, folders: int) -> None: ...
+    def folder_start(self, folder: str, expected_messages: int) -> None: ...
+    def advance(self, messages: int, nbytes: int) -> None: ...
+    def folder_done(self, result: FolderResult) -> None: ...
+    def warn(self, text: str) -> None: ...
+    def finish(self, result: TransferResult) -> None: ...
+
+
+class NullReporter:
+    """Says nothing (--quiet, and library use)."""
+
+    def start(self, folders: int) -> None:
+        pass
+
+    def folder_start(self, folder: str, expected_messages: int) -> None:
+        pass
+
+    def advance(self, messages: int, nbytes: int) -> None:
+        pass
+
+    def folder_done(self, result: FolderResult) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
+    def finish(self, result: TransferResult) -> None:
+        pass
+
+
+class RecordingReporter(NullReporter):
+    """Keeps every event, for tests and for callers that render later."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def start(self, folders: int) -> None:
+        self.events.append(("start", folders))
+
+    def folder_start(self, folder: str, expected_messages: int) -> None:
+        self.events.append(("folder_start", folder))
+
+    def advance(self, messages: int, nbytes: int) -> None:
+        self.events.append(("advance", (messages, nbytes)))
+
+    def folder_done(self, result: FolderResult) -> None:
+        self.events.append(("folder_done", result))
+
+    def warn(self, text: str) -> None:
+        self.events.append(("warn", text))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+class LogReporter(NullReporter):
+    """Plain lines on stderr, for cron mails and log files (no TTY)."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self._folder = ""
+        self._count = 0
+        self._bytes = 0
+        self._last = 0.0
+        self._t0 = time.monotonic()
+
+    def _say(self, text: str) -> None:
+        print(f"mailmigrate: {text}", file=self.stream, flush=True)
+
+    def start(self, folders: int) -> None:
+        self._t0 = time.monotonic()
+        self._say(f"{folders} folders to check")
+
+    def folder_start(self, folder: str, expected_messages: int) -> None:
+        self._folder, self._count, self._bytes = folder, 0, 0
+        self._last = time.monotonic()
+
+    def advance(self, messages: int, nbytes: int) -> None:
+        self._count += messages
+        self._bytes += nbytes
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            self._last = now
+            self._say(f"{self._folder}: {self._count} messages, {human_bytes(self._bytes)} so far")
+
+    def folder_done(self, result: FolderResult) -> None:
+        if result.error:
+            self._say(f"{result.name}: FAILED: {result.error}")
+        elif result.new_messages or result.flags_updated:
+            self._say(f"{result.name}: {result.new_messages} new "
+                      f"({human_bytes(result.new_bytes)}), {result.flags_updated} flag updates")
+
+    def warn(self, text: str) -> None:
+        self._say(f"warning: {text}")
+
+    def finish(self, result: TransferResult) -> None:
+        took = time.monotonic() - self._t0
+        verb = "would transfer" if result.dry_run else "transferred"
+        self._say(f"done: {verb} {result.new_messages} messages "
+                  f"({human_bytes(result.new_bytes)}) in {took:.1f}s; "
+                  f"{len(result.errors)} folder errors")
+
+
+class TqdmReporter(NullReporter):
+    """Bars on a TTY: one overall (messages), one per folder (bytes)."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self._overall: Any = None
+        self._folder: Any = None
+        self._log = LogReporter()
+
+    def start(self, folders: int) -> None:
+        self._overall = self._tqdm(total=folders, unit="folder", desc="folders", position=0,
+                                   leave=True, file=sys.stderr)
+
+    def folder_start(self, folder: str, expected_messages: int) -> None:
+        if self._folder is not None:
+            self._folder.close()
+        self._folder = self._tqdm(total=expected_messages or None, unit="msg", desc=folder[:30],
+                                  position=1, leave=False, file=sys.stderr)
+        self._bytes = 0
+
+    def advance(self, messages: int, nbytes: int) -> None:
+        if self._folder is not None:
+            self._bytes += nbytes
+            self._folder.update(messages)
+            self._folder.set_postfix_str(human_bytes(self._bytes), refresh=False)
+
+    def folder_done(self, result: FolderResult) -> None:
+        if self._overall is not None:
+            self._overall.update(1)
+        if result.error:
+            self._tqdm.write(f"{result.name}: FAILED: {result.error}", file=sys.stderr)
+
+    def warn(self, text: str) -> None:
+        self._tqdm.write(f"warning: {text}", file=sys.stderr)
+
+    def finish(self, result: TransferResult) -> None:
+        for bar in (self._folder, self._overall):
+            if bar is not None:
+                bar.close()
+        self._log.finish(result)
