@@ -64,8 +64,7 @@ def sanitise_component(component: str) -> str:
     still map to distinct-looking names.
     """
     chars = [
-        "_" if ch in _FORBIDDEN or unicodedata.category(ch) in _BAD_CATEGORIES else ch
-        for ch in component
+        "_" if ch in _FORBIDDEN or unicodedata.category(ch) in _BAD_CATEGORIES else ch for ch in component
     ]
     out = "".join(chars)
     if not out:
