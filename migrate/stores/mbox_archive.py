@@ -46,7 +46,10 @@ LOCK_NAME: Final = "lock"
 # SQLite's default limit on bound parameters is 999 on old builds; stay below.
 _CHUNK: Final = 500
 _PAGE: Final = 1000
-_WRITE_BUFFER: Final = 1 << 20
+# One writev hands the kernel up to this many buffers (POSIX IOV_MAX is >= 16,
+# Linux and macOS allow 1024) or about this many bytes, whichever comes first.
+_IOV_MAX: Final = max(16, min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024))
+_WRITE_CHUNK: Final = 8 << 20
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -156,9 +159,7 @@ class MboxArchive:
     another run's batch in flight.
     """
 
-    def __init__(
-        self, root: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False
-    ) -> None:
+    def __init__(self, root: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False) -> None:
         self.root = Path(root)
         self.account = account
         self.readonly = readonly
@@ -166,17 +167,17 @@ class MboxArchive:
         self._index_path = self._meta / INDEX_NAME
         self._mutex = threading.RLock()
         self._lock: ArchiveLock | None = None
-        self._writer: tuple[int, BinaryIO] | None = None
+        self._writer: tuple[int, int] | None = None  # (folder id, fd)
         self._taken_keys: set[str] | None = None
         self._conn: sqlite3.Connection | None = None
         try:
             if readonly:
-                self._conn = self._open_readonly()
+                self._open_readonly()
             else:
                 self._prepare_root()
                 self._lock = ArchiveLock(self._meta / LOCK_NAME, lock_wait)
                 self._lock.acquire()
-                self._conn = self._open_writable()
+                self._open_writable()
             self._check_schema()
         except BaseException:
             self.close()
@@ -195,9 +196,7 @@ class MboxArchive:
                 if not d.exists():
                     d.mkdir(mode=0o700, parents=True, exist_ok=True)
                     _fsync_dir(d.parent)
-            if not os.access(self.root, os.W_OK | os.X_OK) or not os.access(
-                self._meta, os.W_OK | os.X_OK
-            ):
+            if not os.access(self.root, os.W_OK | os.X_OK) or not os.access(self._meta, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied")
         except OSError as exc:
             raise ArchiveError(
@@ -229,6 +228,7 @@ class MboxArchive:
                     "choose a writable location or fix its permissions"
                 ) from exc
         conn = self._connect(str(self._index_path), uri=False)
+        self._conn = conn  # closed by close() if anything below fails
         with self._db(conn):
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
@@ -237,12 +237,17 @@ class MboxArchive:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for stmt in _split_sql(_SCHEMA):
-                    conn.execute(stmt)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not tables:
+                    for stmt in _split_sql(_SCHEMA):
+                        conn.execute(stmt)
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                elif "meta" not in tables:
+                    # Someone else's database: adding our tables to it would be rude.
+                    raise sqlite3.DatabaseError("not a mailmigrate index")
                 if self.account:
                     conn.execute(
                         "INSERT OR IGNORE INTO meta(key, value) VALUES ('account', ?)",
@@ -257,10 +262,10 @@ class MboxArchive:
     def _open_readonly(self) -> sqlite3.Connection:
         if not self._index_path.is_file():
             raise ArchiveError(
-                f"{self.root} is not a mailmigrate mbox archive (no {META_DIR}/{INDEX_NAME}); "
-                "check the path"
+                f"{self.root} is not a mailmigrate mbox archive (no {META_DIR}/{INDEX_NAME}); check the path"
             )
         conn = self._connect(f"{self._index_path.resolve().as_uri()}?mode=ro", uri=True)
+        self._conn = conn
         with self._db(conn):
             conn.execute("PRAGMA query_only=ON")
         return conn
@@ -355,8 +360,7 @@ class MboxArchive:
             ):
                 with self._tx() as conn:
                     conn.execute(
-                        "UPDATE folders SET delimiter = ?, special_use = ?, selectable = ?"
-                        " WHERE id = ?",
+                        "UPDATE folders SET delimiter = ?, special_use = ?, selectable = ? WHERE id = ?",
                         (folder.delimiter, folder.special_use, int(folder.selectable), row.id),
                     )
             return row
@@ -364,9 +368,7 @@ class MboxArchive:
             raise ArchiveError(f"archive {self.root} was opened read-only; cannot add folders")
         if self._taken_keys is None:
             with self._db():
-                self._taken_keys = {
-                    r[0] for r in self._db_conn().execute("SELECT path_key FROM folders")
-                }
+                self._taken_keys = {r[0] for r in self._db_conn().execute("SELECT path_key FROM folders")}
         taken = self._taken_keys
         path = assign_path(folder.name, taken)
         key = collision_key(path)
@@ -411,8 +413,7 @@ class MboxArchive:
             ) from None
         except OSError as exc:
             raise ArchiveError(
-                f"cannot read mbox file {path} of folder {row.name!r}: {exc.strerror}; "
-                "fix its permissions"
+                f"cannot read mbox file {path} of folder {row.name!r}: {exc.strerror}; fix its permissions"
             ) from exc
         if size < row.committed_size:
             raise ArchiveError(
@@ -437,7 +438,8 @@ class MboxArchive:
                     "fix its permissions, then run again"
                 ) from exc
 
-    def _open_writer(self, row: _FolderRow) -> BinaryIO:
+    def _open_writer(self, row: _FolderRow) -> int:
+        """A raw fd for the folder's mbox, kept open while batches go to one folder."""
         if self._writer is not None and self._writer[0] == row.id:
             return self._writer[1]
         self._close_writer()
@@ -447,17 +449,15 @@ class MboxArchive:
             created = self._make_parents(path)
             existed = path.exists()
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            fp = open(fd, "r+b", buffering=_WRITE_BUFFER)  # noqa: SIM115 - kept open across batches
             if not existed or created:
                 _fsync_dir(path.parent)
-            fp.seek(row.committed_size)
         except OSError as exc:
             raise ArchiveError(
                 f"cannot open mbox file {path} for writing: {exc.strerror}; "
                 "choose a writable location or fix its permissions"
             ) from exc
-        self._writer = (row.id, fp)
-        return fp
+        self._writer = (row.id, fd)
+        return fd
 
     def _make_parents(self, path: Path) -> bool:
         made = False
@@ -475,7 +475,7 @@ class MboxArchive:
     def _close_writer(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(OSError):
-                self._writer[1].close()
+                os.close(self._writer[1])
             self._writer = None
 
     # ------------------------------------------------------------ DestinationStore
@@ -516,13 +516,11 @@ class MboxArchive:
                 (folder_id,),
             ).fetchone()
             (last_uid,) = conn.execute(
-                "SELECT COALESCE(MAX(uid), 0) FROM messages"
-                " WHERE folder_id = ? AND uid IS NOT NULL",
+                "SELECT COALESCE(MAX(uid), 0) FROM messages WHERE folder_id = ? AND uid IS NOT NULL",
                 (folder_id,),
             ).fetchone()
             (count,) = conn.execute(
-                "SELECT COUNT(*) FROM messages WHERE folder_id = ?"
-                " AND (uid IS NOT NULL OR key IS NOT NULL)",
+                "SELECT COUNT(*) FROM messages WHERE folder_id = ? AND (uid IS NOT NULL OR key IS NOT NULL)",
                 (folder_id,),
             ).fetchone()
         return FolderCheckpoint(
@@ -534,9 +532,7 @@ class MboxArchive:
             partial=bool(partial),
         )
 
-    def _held(
-        self, folder_id: int, uids: Sequence[int], keys: Sequence[str]
-    ) -> tuple[set[int], set[str]]:
+    def _held(self, folder_id: int, uids: Sequence[int], keys: Sequence[str]) -> tuple[set[int], set[str]]:
         conn = self._db_conn()
         held_uids: set[int] = set()
         held_keys: set[str] = set()
@@ -571,9 +567,7 @@ class MboxArchive:
             keys = [r.key for r in refs if r.uid is None]
             held_uids, held_keys = self._held(row.id, uids, keys)
             return [
-                r
-                for r in refs
-                if (r.uid not in held_uids if r.uid is not None else r.key not in held_keys)
+                r for r in refs if (r.uid not in held_uids if r.uid is not None else r.key not in held_keys)
             ]
 
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
@@ -624,8 +618,8 @@ class MboxArchive:
                     )
                 else:
                     to_write.append(m)
-            inserts, end = self._append(row, to_write, now)
             try:
+                inserts, end = self._append(row, to_write, now)
                 with self._tx() as conn:
                     conn.executemany(
                         "INSERT INTO messages(folder_id, uid, key, sha256, size, offset, length,"
@@ -637,17 +631,25 @@ class MboxArchive:
                         "UPDATE messages SET uid = ?, flags = ?, internaldate = ? WHERE id = ?",
                         reattach,
                     )
-                    conn.execute(
-                        "UPDATE folders SET committed_size = ? WHERE id = ?", (end, row.id)
-                    )
+                    conn.execute("UPDATE folders SET committed_size = ? WHERE id = ?", (end, row.id))
             except BaseException:
-                # The frames are on disk but not committed: cut them off now
-                # rather than leaving it to the next open.
-                self._close_writer()
-                with contextlib.suppress(ArchiveError):
-                    self._recover(row)
+                self._abandon_tail(folder.name)
                 raise
             return len(inserts) + len(reattach)
+
+    def _abandon_tail(self, name: str) -> None:
+        """After a failed batch, cut off its uncommitted frames now, best effort.
+
+        ``committed_size`` is read back from the index rather than taken from
+        before the batch: if the failure (say, Ctrl-C) came just after COMMIT,
+        the batch is committed and must stay. If anything fails here, the
+        next open of the folder does the same cut.
+        """
+        self._close_writer()
+        with contextlib.suppress(ArchiveError):
+            row = self._folder_row(name)
+            if row is not None:
+                self._recover(row)
 
     def _detached(self, folder_id: int, shas: Sequence[str]) -> dict[str, list[int]]:
         if not shas:
@@ -671,14 +673,20 @@ class MboxArchive:
         """Write and fsync the frames; return their index rows and the new file end."""
         if not batch:
             return [], row.committed_size
-        fp = self._open_writer(row)
+        fd = self._open_writer(row)
         offset = row.committed_size
-        fp.seek(offset)
         rows: list[tuple[object, ...]] = []
+        pending: list[bytes] = []
+        pending_bytes = 0
         try:
+            os.lseek(fd, offset, os.SEEK_SET)
             for m in batch:
                 frame = mboxrd.encode(m.raw, date=m.internaldate)
-                fp.write(frame.data)
+                pending.extend(frame.parts)
+                pending_bytes += frame.length
+                if len(pending) + 3 > _IOV_MAX or pending_bytes >= _WRITE_CHUNK:
+                    _write_all(fd, pending)
+                    pending, pending_bytes = [], 0
                 rows.append(
                     (
                         row.id,
@@ -687,20 +695,17 @@ class MboxArchive:
                         m.sha256,
                         len(m.raw),
                         offset,
-                        len(frame.data),
+                        frame.length,
                         frame.eol,
                         json.dumps(normalise_flags(m.flags)),
                         _iso(m.internaldate),
                         now,
                     )
                 )
-                offset += len(frame.data)
-            fp.flush()
-            os.fsync(fp.fileno())
+                offset += frame.length
+            _write_all(fd, pending)
+            os.fsync(fd)
         except OSError as exc:
-            self._close_writer()
-            with contextlib.suppress(ArchiveError):
-                self._recover(row)
             raise ArchiveError(
                 f"cannot append to mbox file of folder {row.name!r}: {exc.strerror}; "
                 "free disk space or fix permissions, then run again (nothing was lost)"
@@ -721,14 +726,12 @@ class MboxArchive:
                     flags = json.dumps(normalise_flags(c.flags))
                     if c.uid is not None:
                         cur = conn.execute(
-                            "UPDATE messages SET flags = ? WHERE folder_id = ? AND uid = ?"
-                            " AND flags != ?",
+                            "UPDATE messages SET flags = ? WHERE folder_id = ? AND uid = ? AND flags != ?",
                             (flags, row.id, c.uid, flags),
                         )
                     else:
                         cur = conn.execute(
-                            "UPDATE messages SET flags = ? WHERE folder_id = ? AND key = ?"
-                            " AND flags != ?",
+                            "UPDATE messages SET flags = ? WHERE folder_id = ? AND key = ? AND flags != ?",
                             (flags, row.id, c.key, flags),
                         )
                     changed += cur.rowcount
@@ -751,8 +754,7 @@ class MboxArchive:
                     )
                 else:
                     conn.execute(
-                        "UPDATE folders SET uidnext = NULL, highestmodseq = NULL, partial = 1"
-                        " WHERE id = ?",
+                        "UPDATE folders SET uidnext = NULL, highestmodseq = NULL, partial = 1 WHERE id = ?",
                         (row.id,),
                     )
 
@@ -805,8 +807,7 @@ class MboxArchive:
             fp = open(path, "rb")  # noqa: SIM115 - closed in finally across yields
         except OSError as exc:
             raise ArchiveError(
-                f"cannot read mbox file {path} of folder {row.name!r}: {exc.strerror}; "
-                "fix its permissions"
+                f"cannot read mbox file {path} of folder {row.name!r}: {exc.strerror}; fix its permissions"
             ) from exc
         try:
             after = -1
@@ -905,6 +906,18 @@ class MboxArchive:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _write_all(fd: int, parts: list[bytes]) -> None:
+    """``os.writev`` until everything is written (a short write is legal)."""
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        done = os.writev(fd, views)
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if views and done:
+            views[0] = views[0][done:]
 
 
 def _split_sql(script: str) -> list[str]:
