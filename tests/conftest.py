@@ -1,0 +1,105 @@
+"""Shared fixtures: a private Dovecot per test session, fresh accounts per test.
+
+* ``dovecot``: session-scoped DovecotServer, '/' separator (Maildir LAYOUT=fs).
+* ``dovecot_dot``: session-scoped, '.' separator (Maildir++); started only
+  when a test asks for it.
+* ``account`` / ``account_dot``: a fresh, empty user on those servers.
+* ``imap`` / ``imap_dot``: a logged-in IMAPClient for that account
+  (``normalise_times = False``), logged out afterwards.
+* ``imap_proxy``: a TcpProxy in front of ``dovecot``'s plain IMAP port.
+* ``corpus``: ``seeding.corpus_messages()`` (loaded once).
+
+Does not need pytest-xdist (we run serially); under xdist every worker would
+simply start its own server on its own free ports.  If Dovecot is not
+installed, tests that need it FAIL (not skip) with an install hint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dovecot import DovecotServer, DovecotUnavailable, User
+from proxy import TcpProxy
+from seeding import corpus_messages, imap_login
+
+
+def _start(separator: str) -> DovecotServer:
+    try:
+        server = DovecotServer(separator)
+    except DovecotUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    return server.start()
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[DovecotServer]:
+    server = _start("/")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_dot() -> Iterator[DovecotServer]:
+    server = _start(".")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def account(dovecot: DovecotServer) -> User:
+    return dovecot.add_user()
+
+
+@pytest.fixture
+def account_dot(dovecot_dot: DovecotServer) -> User:
+    return dovecot_dot.add_user()
+
+
+def _logged_in(server: DovecotServer, user: User) -> Iterator:
+    client = imap_login(server, user)
+    yield client
+    with contextlib.suppress(Exception):
+        client.logout()
+
+
+@pytest.fixture
+def imap(dovecot: DovecotServer, account: User) -> Iterator:
+    yield from _logged_in(dovecot, account)
+
+
+@pytest.fixture
+def imap_dot(dovecot_dot: DovecotServer, account_dot: User) -> Iterator:
+    yield from _logged_in(dovecot_dot, account_dot)
+
+
+@pytest.fixture
+def imap_proxy(dovecot: DovecotServer) -> Iterator[TcpProxy]:
+    with TcpProxy(dovecot.host, dovecot.imap_port) as proxy:
+        yield proxy
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[tuple[str, bytes]]:
+    return corpus_messages()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """Attach the tail of the Dovecot log to reports of failed tests that used it."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    funcargs = getattr(item, "funcargs", {})
+    for name in ("dovecot", "dovecot_dot"):
+        server = funcargs.get(name)
+        if isinstance(server, DovecotServer):
+            tail = "\n".join(server.log_text().splitlines()[-40:])
+            report.sections.append((f"{name} log (last 40 lines)", tail))
