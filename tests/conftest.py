@@ -34,8 +34,10 @@ def _start(separator: str) -> DovecotServer:
     try:
         server = DovecotServer(separator)
     except DovecotUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
-    return server.start()
+        message = str(e)
+    else:
+        return server.start()
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture(scope="session")
