@@ -1,0 +1,104 @@
+"""Exactly once under kill -9, and memory that does not grow with the mailbox."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_helpers import archive_contents, backup_args, cli_env
+from seeding import bulk_append, create_folder, imap_login, seed_message
+from test_backup import assert_archive_matches_server, server_state
+
+pytestmark = pytest.mark.slow
+
+
+def start_backup(dovecot, user, archive: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "migrate", *backup_args(dovecot, user, archive, "--quiet")],
+        env=cli_env(user.password), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize("kind", ["archive.sqlite", "tree"])
+def test_kill9_loop_ends_exactly_once(dovecot, account, tmp_path, kind):
+    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    client = imap_login(dovecot, account)
+    for name in folders[1:]:
+        create_folder(client, name, parents=True)
+    counter = 0
+
+    def add_mail(n: int) -> None:
+        nonlocal counter
+        for name in folders:
+            batch = [seed_message(counter + i, rng.choice([600, 5_000, 40_000]), tag=name[:4])
+                     for i in range(n)]
+            counter += n
+            bulk_append(client, name, batch)
+
+    add_mail(250)
+    archive = tmp_path / kind
+    kills = 0
+    attempts = 0
+    while kills < 12 and attempts < 80:
+        attempts += 1
+        if attempts > 1:
+            add_mail(60)  # keep the transfer busy so kills land mid-batch
+        proc = start_backup(dovecot, account, archive)
+        time.sleep(rng.uniform(0.2, 1.2))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
+    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    client.logout()
+    final = start_backup(dovecot, account, archive)
+    assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""
+    state = server_state(dovecot, account, folders)
+    assert sum(len(v) for v in state.values()) == counter
+    assert_archive_matches_server(archive, state)  # every uid once, bytes/flags/dates equal
+    if kind == "tree":
+        # no frame left over from a killed run: each mbox holds exactly its indexed messages
+        contents = archive_contents(archive)
+        for name in folders:
+            box = mailbox.mbox(str(archive / f"{name}.mbox"), create=False)
+            assert len(box) == len(contents[name]), f"seed {seed}: stray frames in {name}"
+
+
+def peak_rss_kb(args: list[str], env: dict[str, str]) -> int:
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+    return int(usage.ru_maxrss)
+
+
+@pytest.mark.parametrize("kind", ["archive.sqlite", "tree"])
+def test_memory_does_not_grow_with_message_count(dovecot, tmp_path, kind):
+    peaks = {}
+    for count in (200, 2000):
+        user = dovecot.add_user()
+        client = imap_login(dovecot, user)
+        bulk_append(client, "INBOX", [seed_message(i, 12_000) for i in range(count)])
+        client.logout()
+        archive = tmp_path / f"{count}-{kind}"
+        peaks[count] = peak_rss_kb(backup_args(dovecot, user, archive, "--quiet"),
+                                   cli_env(user.password))
+    # 2,000 x 12 KB = 24 MB of mail; ten times the messages may not cost more than a
+    # few MB of extra RSS (allocator noise), far less than the mailbox itself.
+    growth_kb = peaks[2000] - peaks[200]
+    print(f"peak RSS {kind}: 200 msgs {peaks[200]} KB, 2000 msgs {peaks[2000]} KB")
+    assert growth_kb < 8 * 1024, peaks
