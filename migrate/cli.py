@@ -3,129 +3,47 @@
 Every expected failure is a :class:`MailmigrateError` rendered as one line
 with its exit code; tracebacks only with MAILMIGRATE_DEBUG=1. Typer's
 pretty exceptions are off: they print locals, and locals hold passwords.
+Shared options and rendering live in :mod:`migrate.cli_common`; commands
+other than backup and ls live in ``migrate/cmd_*.py`` and are registered below.
 """
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import sys
-from collections.abc import Callable
-from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from migrate import __version__
 from migrate.archive import open_archive
-from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
-from migrate.engine import TransferOptions, TransferResult, transfer
-from migrate.errors import (
-    EXIT_ARCHIVE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_PARTIAL,
-    MailmigrateError,
-    UsageError,
+from migrate.cli_common import (
+    CafileOpt,
+    DryRunOpt,
+    ExcludeOpt,
+    FolderOpt,
+    FormatOpt,
+    InsecureOpt,
+    JsonOpt,
+    LockWaitOpt,
+    PassCmdOpt,
+    PassEnvOpt,
+    PassFileOpt,
+    QuietOpt,
+    SinceOpt,
+    TimeoutOpt,
+    app,
+    emit_summary,
+    exit_code_for,
+    make_reporter,
+    parse_since,
+    password_source,
+    run_guarded,
 )
-from migrate.progress import LogReporter, NullReporter, Reporter, TqdmReporter, human_bytes
-
-app = typer.Typer(
-    name="mailmigrate",
-    help="Back up, drain, restore and migrate email over IMAP and POP3, exactly once.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-# -- shared options ---------------------------------------------------------------
-FolderOpt = Annotated[list[str] | None, typer.Option(
-    "--folder", "-f", help="Only folders matching this glob (repeatable; 'Work' includes Work/*).")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option(
-    "--exclude", "-x", help="Skip folders matching this glob (repeatable).")]
-SinceOpt = Annotated[str | None, typer.Option(
-    help="Only messages with INTERNALDATE on or after this day (YYYY-MM-DD).")]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
-PassEnvOpt = Annotated[str | None, typer.Option(
-    "--password-env", metavar="VAR", help="Read the password from this environment variable.")]
-PassFileOpt = Annotated[Path | None, typer.Option(
-    "--password-file", metavar="PATH", help="Read the password from this file (first line).")]
-PassCmdOpt = Annotated[str | None, typer.Option(
-    "--password-command", metavar="CMD", help="Run this command; its output is the password.")]
-InsecureOpt = Annotated[bool, typer.Option(
-    "--insecure", help="Allow ?tls=none (plaintext) to a host that is not loopback.")]
-CafileOpt = Annotated[Path | None, typer.Option(
-    "--cafile", help="Trust this CA bundle (PEM) for the server's certificate.")]
-FormatOpt = Annotated[str | None, typer.Option(
-    "--format", help="Archive format: sqlite or mbox-tree (default: guessed from the path).")]
-TimeoutOpt = Annotated[float, typer.Option(help="Network timeout in seconds.")]
-LockWaitOpt = Annotated[float, typer.Option(
-    "--lock-wait", help="Seconds to wait for another run to release the archive.")]
-
-
-def fail(exc: MailmigrateError) -> NoReturn:
-    typer.echo(f"mailmigrate: error: {exc}", err=True)
-    raise typer.Exit(exc.exit_code)
-
-
-def run_guarded(body: Callable[[], int]) -> None:
-    """Run a command body, turning expected failures into one line and an exit code."""
-    try:
-        code = body()
-    except MailmigrateError as exc:
-        if os.environ.get("MAILMIGRATE_DEBUG"):
-            raise
-        fail(exc)
-    except KeyboardInterrupt:
-        typer.echo("mailmigrate: interrupted; run the same command again to resume", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:
-        if os.environ.get("MAILMIGRATE_DEBUG"):
-            raise
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
-            where = f" ({exc.filename})" if exc.filename else ""
-            typer.echo(f"mailmigrate: error: cannot write the archive{where}: {exc.strerror}; "
-                       "free space or fix permissions, then run again", err=True)
-            raise typer.Exit(EXIT_ARCHIVE) from None
-        raise
-    raise typer.Exit(code)
-
-
-def parse_since(value: str | None) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise UsageError(f"bad --since {value!r}: expected a day like 2024-01-31") from None
-
-
-def make_reporter(quiet: bool, as_json: bool) -> Reporter:
-    if quiet:
-        return NullReporter()
-    if sys.stderr.isatty():
-        return TqdmReporter()
-    return LogReporter()
-
-
-def password_source(endpoint: Endpoint, env: str | None, file: Path | None,
-                    command: str | None) -> PasswordSource:
-    return PasswordSource(env=env, file=file, command=command,
-                          prompt_label=f"password for {endpoint.user}@{endpoint.host}")
-
-
-def emit_summary(command: str, result: TransferResult, extra: dict[str, Any]) -> None:
-    payload: dict[str, Any] = {"command": command, **extra, **result.as_dict()}
-    typer.echo(json.dumps(payload, ensure_ascii=False))
-
-
-def exit_code_for(result: TransferResult) -> int:
-    return EXIT_PARTIAL if result.errors else EXIT_OK
+from migrate.endpoints import parse_endpoint
+from migrate.engine import TransferOptions, transfer
+from migrate.errors import EXIT_OK
+from migrate.progress import human_bytes
 
 
 # -- commands ---------------------------------------------------------------------
@@ -226,5 +144,18 @@ def root(
     """Back up, drain, restore and migrate email over IMAP and POP3, exactly once."""
 
 
+def register_commands() -> None:
+    """Import the command modules; each decorates its functions with ``@app.command``."""
+    import importlib
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module)
+
+
+# One entry per command module (``migrate/cmd_*.py``); add yours here.
+COMMAND_MODULES: list[str] = []
+
+
 def main() -> None:
+    register_commands()
     app()
