@@ -9,7 +9,7 @@ conformance tests as the others.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
@@ -96,6 +96,15 @@ class DestinationStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RetentionIndex(Protocol):
+    """Archives that can say when a message was durably stored (for POP3 retention)."""
+
+    def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
+        """{key: when it was committed} for the keys (POP3 UIDLs) this archive holds."""
+        ...
 
 
 class ArchiveReader(Protocol):

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, TypeVar
 
-from migrate import mboxrd
+from migrate import clock, mboxrd
 from migrate.errors import ArchiveError
 from migrate.lock import ArchiveLock
 from migrate.model import (
@@ -570,6 +570,25 @@ class MboxArchive:
                 r for r in refs if (r.uid not in held_uids if r.uid is not None else r.key not in held_keys)
             ]
 
+    def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
+        """{key: commit time} for uid-less (POP3) messages this folder holds."""
+        with self._mutex:
+            row = self._folder_row(folder.name)
+            if row is None:
+                return {}
+            conn = self._db_conn()
+            out: dict[str, datetime] = {}
+            with self._db():
+                for part in _chunks(list(keys)):
+                    marks = ",".join("?" * len(part))
+                    for key, when in conn.execute(
+                        f"SELECT key, archived_at FROM messages WHERE folder_id = ? AND key IN ({marks})",
+                        (row.id, *part),
+                    ):
+                        stamp = datetime.fromisoformat(when)
+                        out[str(key)] = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+            return out
+
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
         """Append a batch durably: frames fsync'ed first, then one index commit.
 
@@ -601,7 +620,7 @@ class MboxArchive:
             if not fresh:
                 return 0
             detached = self._detached(row.id, [m.sha256 for m in fresh if m.uid is not None])
-            now = datetime.now(UTC).isoformat(timespec="seconds")
+            now = clock.now().isoformat(timespec="seconds")
             reattach: list[tuple[int, str, str | None, int]] = []
             to_write: list[Message] = []
             for m in fresh:

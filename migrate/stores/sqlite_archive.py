@@ -13,9 +13,10 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from migrate import clock
 from migrate.errors import ArchiveError
 from migrate.lock import ArchiveLock
 from migrate.mailparse import summarize
@@ -255,7 +256,7 @@ class SqliteArchive:
 
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
         fid = self._folder_id(folder)
-        now = datetime.now(UTC).isoformat(timespec="seconds")
+        now = clock.now().isoformat(timespec="seconds")
         added = 0
         try:
             with self.conn:
@@ -297,6 +298,21 @@ class SqliteArchive:
                 " then run again (what was committed is kept)"
             ) from None
         return added
+
+    def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
+        row = self.conn.execute("SELECT id FROM folders WHERE account = ? AND name = ?",
+                                (self.account, folder.name)).fetchone()
+        if row is None:
+            return {}
+        out: dict[str, datetime] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            for uidl, when in self.conn.execute(
+                    f"SELECT uidl, archived_at FROM folder_messages WHERE folder_id = ?"
+                    f" AND uidl IN ({marks})", (row[0], *chunk)):
+                out[str(uidl)] = datetime.fromisoformat(when)
+        return out
 
     def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
         fid = self._folder_id(folder)
