@@ -1,0 +1,95 @@
+"""Benchmark `mailmigrate backup` against a private Dovecot on loopback.
+
+Mirrors the DESIGN.md reference load: by default 5,000 messages / ~358 MB in
+15 folders (sizes drawn from a fixed long-tailed distribution), an empty
+archive, then a no-op re-run. Reports msgs/s, MB/s, peak RSS (of the CLI
+process alone, from wait4) and the no-op time, median of --repeat runs.
+
+    python bench/bench_backup.py [--messages 5000] [--folders 15] [--repeat 3]
+
+Needs Dovecot installed (as for the tests); reuses tests/dovecot.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from dovecot import DovecotServer  # noqa: E402
+from seeding import bulk_append, create_folder, imap_login, seed_message  # noqa: E402
+
+
+def sizes(n: int, total_mb: float, rng: random.Random) -> list[int]:
+    """Long-tailed sizes (many small, a few MB-sized) scaled to about total_mb."""
+    raw = [rng.lognormvariate(9.6, 1.3) for _ in range(n)]
+    scale = total_mb * 1024 * 1024 / sum(raw)
+    return [max(400, min(int(s * scale), 12 * 1024 * 1024)) for s in raw]
+
+
+def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(proc.stderr.read().decode() if proc.stderr else "backup failed")
+    return took, int(usage.ru_maxrss)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--folders", type=int, default=15)
+    parser.add_argument("--megabytes", type=float, default=358)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--kinds", default="sqlite,tree")
+    opts = parser.parse_args()
+    rng = random.Random(42)
+    with DovecotServer() as server:
+        user = server.add_user()
+        client = imap_login(server, user)
+        names = ["INBOX"] + [f"Folder{i:02d}" for i in range(1, opts.folders)]
+        for name in names[1:]:
+            create_folder(client, name)
+        all_sizes = sizes(opts.messages, opts.megabytes, rng)
+        t0 = time.perf_counter()
+        for i, size in enumerate(all_sizes):
+            bulk_append(client, names[i % len(names)], [seed_message(i, size)])
+        total_bytes = sum(all_sizes)
+        client.logout()
+        print(f"seeded {opts.messages} messages, {total_bytes / 1e6:.0f} MB in "
+              f"{len(names)} folders ({time.perf_counter() - t0:.1f}s)")
+        env = dict(os.environ, BENCH_PW=user.password)
+        url = f"imap://{user.name}@127.0.0.1:{server.imap_port}?tls=none"
+        for kind in opts.kinds.split(","):
+            full, noop, rss = [], [], []
+            for _ in range(opts.repeat):
+                work = Path(tempfile.mkdtemp(prefix="mmbench"))
+                archive = work / ("a.sqlite" if kind == "sqlite" else "tree")
+                args = ["backup", url, str(archive), "--password-env", "BENCH_PW", "--quiet"]
+                took, peak = run(args, env)
+                again, _ = run(args, env)
+                full.append(took)
+                noop.append(again)
+                rss.append(peak)
+                shutil.rmtree(work)
+            t = statistics.median(full)
+            print(f"{kind:7s} {opts.messages / t:7.0f} msgs/s {total_bytes / 1e6 / t:6.1f} MB/s "
+                  f"peak RSS {statistics.median(rss) / 1024:5.0f} MB  "
+                  f"no-op {statistics.median(noop):.2f}s  (full run {t:.1f}s)")
+
+
+if __name__ == "__main__":
+    main()
