@@ -1,0 +1,254 @@
+"""`mailmigrate drain`: a POP3 maildrop into an archive, then (if asked) off the server.
+
+drain is ``backup`` with a different source: the same engine, archives,
+credentials, exit codes and ``--json``; POP3 is one more store. What it adds
+is retention (:mod:`migrate.retention`), which runs only after the engine
+has committed everything, and progress by bytes, because POP3 tells the
+size of every message up front (LIST) and counts alone say little when one
+message is 20 MB.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from migrate.archive import open_archive
+from migrate.cli_common import (
+    CafileOpt,
+    DryRunOpt,
+    FormatOpt,
+    InsecureOpt,
+    JsonOpt,
+    LockWaitOpt,
+    PassCmdOpt,
+    PassEnvOpt,
+    PassFileOpt,
+    QuietOpt,
+    TimeoutOpt,
+    app,
+    emit_summary,
+    exit_code_for,
+    password_source,
+    run_guarded,
+)
+from migrate.endpoints import parse_endpoint
+from migrate.engine import TransferOptions, transfer
+from migrate.errors import EXIT_PARTIAL, ConnectError
+from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.progress import LogReporter, NullReporter, Reporter, human_bytes
+
+if TYPE_CHECKING:
+    from migrate.engine import FolderResult, TransferResult
+
+DeleteOpt = Annotated[bool, typer.Option(
+    "--delete", help="Delete each message from the server once it is durably archived.")]
+DeleteOlderOpt = Annotated[int | None, typer.Option(
+    "--delete-older-than", metavar="DAYS",
+    help="Delete only messages archived at least DAYS ago ('leave on server for N days').")]
+AuthOpt = Annotated[str, typer.Option(
+    "--auth", help="auto (SASL PLAIN if offered, else USER/PASS), plain, user or apop.")]
+
+
+class ByteProgress(NullReporter):
+    """Progress in bytes of the messages still to download (from LIST sizes).
+
+    ``total`` is asked for when the engine starts the folder, i.e. after the
+    listing and before the first byte of mail; a bar on a TTY, a line every
+    ``interval`` seconds otherwise.
+    """
+
+    def __init__(self, total: Callable[[], tuple[int, int]], tty: bool,
+                 interval: float = 10.0) -> None:
+        self._total = total
+        self._tty = tty
+        self._interval = interval
+        self._log = LogReporter(interval=interval)
+        self._bar: Any = None
+        self._todo_msgs = 0
+        self._todo_bytes = 0
+        self._msgs = 0
+        self._bytes = 0
+        self._last = 0.0
+
+    def start(self, folders: int) -> None:
+        self._log._t0 = time.monotonic()
+
+    def folder_start(self, folder: str, expected_messages: int) -> None:
+        self._todo_msgs, self._todo_bytes = self._total()
+        self._last = time.monotonic()
+        if self._tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self._todo_bytes, unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=f"{folder} ({self._todo_msgs} msgs)", file=sys.stderr)
+        else:
+            self._log._say(f"{folder}: {self._todo_msgs} messages "
+                           f"({human_bytes(self._todo_bytes)}) to download")
+
+    def advance(self, messages: int, nbytes: int) -> None:
+        self._msgs += messages
+        self._bytes += nbytes
+        if self._bar is not None:
+            self._bar.update(nbytes)
+            return
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            pct = 100.0 * self._bytes / self._todo_bytes if self._todo_bytes else 100.0
+            self._log._say(f"{self._msgs} of {self._todo_msgs} messages, "
+                           f"{human_bytes(self._bytes)} of {human_bytes(self._todo_bytes)} "
+                           f"({pct:.0f}%)")
+
+    def folder_done(self, result: FolderResult) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if result.error:
+            self._log._say(f"{result.name}: FAILED: {result.error}")
+
+    def warn(self, text: str) -> None:
+        self._log.warn(text)
+
+    def finish(self, result: TransferResult) -> None:
+        self._log.finish(result)
+
+    def say(self, text: str) -> None:
+        self._log._say(text)
+
+
+class ReadOnlyView:
+    """A dry run's destination: answers from ``archived_at()``, writes nothing.
+
+    ``archived_at()`` is a pure read in both archives, whereas their
+    ``checkpoint()``/``missing()`` may create or update the folder row, which
+    a read-only archive refuses (and a dry run must not do anyway).
+    """
+
+    def __init__(self, archive: Any) -> None:
+        self.archive = archive
+
+    def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
+        return FolderCheckpoint()
+
+    def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
+        return dict(self.archive.archived_at(folder, keys))
+
+    def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
+        held = self.archived_at(folder, [r.key for r in refs])
+        return [r for r in refs if r.key not in held]
+
+    def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
+        return 0
+
+    def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
+        return 0
+
+    def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+@app.command()
+def drain(
+    source: Annotated[str, typer.Argument(
+        help="pop3s://user@host[:port] (implicit TLS) or pop3://… (STLS).")],
+    archive: Annotated[str, typer.Argument(help="archive.sqlite, or a directory for an mbox tree.")],
+    delete: DeleteOpt = False,
+    delete_older_than: DeleteOlderOpt = None,
+    auth: AuthOpt = "auto",
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    password_env: PassEnvOpt = None,
+    password_file: PassFileOpt = None,
+    password_command: PassCmdOpt = None,
+    insecure: InsecureOpt = False,
+    cafile: CafileOpt = None,
+    archive_format: FormatOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    lock_wait: LockWaitOpt = 5.0,
+) -> None:
+    """Download a POP3 inbox into an archive; re-runs fetch only new UIDLs.
+
+    Nothing is deleted from the server unless --delete or --delete-older-than
+    is given, and then only messages that are durably in the archive.
+    """
+
+    def body() -> int:
+        from migrate import retention
+        from migrate.stores.pop3 import INBOX, Pop3Source
+
+        endpoint = parse_endpoint(source, insecure=insecure,
+                                  cafile=str(cafile) if cafile else None, protocols=("pop3",))
+        policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
+        account = f"{endpoint.user}@{endpoint.host}"
+        password = password_source(endpoint, password_env, password_file, password_command)
+        if dry_run and not Path(archive).expanduser().exists():
+            from migrate.stores.empty import EmptyDestination
+
+            dest: Any = EmptyDestination()
+        elif dry_run:
+            dest = ReadOnlyView(open_archive(archive, archive_format, account=account,
+                                             readonly=True))
+        else:
+            dest = open_archive(archive, archive_format, account=account, lock_wait=lock_wait)
+        try:
+            src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
+            try:
+                def todo() -> tuple[int, int]:
+                    refs = list(src.list_new(INBOX, FolderCheckpoint()))
+                    missing = dest.missing(INBOX, refs)
+                    return len(missing), sum(r.size for r in missing)
+
+                reporter: Reporter = (NullReporter() if quiet
+                                      else ByteProgress(todo, tty=sys.stderr.isatty()))
+                would: list[str] = []
+                if dry_run:
+                    refs = list(src.list_new(INBOX, FolderCheckpoint()))
+                    would = [r.key for r in dest.missing(INBOX, refs)]
+                result = transfer(src, dest, TransferOptions(dry_run=dry_run), reporter)
+                if src.broken or result.errors:
+                    # The engine stopped early or the stream is out of step: delete nothing.
+                    outcome = retention.RetentionOutcome(kept=src.listed_count)
+                    if policy.deletes:
+                        outcome.warnings.append("the download did not finish, so nothing was "
+                                                "deleted; run the same command again")
+                else:
+                    outcome = retention.apply(src, dest, policy, dry_run=dry_run,
+                                              would_archive=would)
+            finally:
+                src.close()
+        finally:
+            dest.close()
+        for text in [*outcome.warnings, *src.failed]:
+            if not quiet:
+                typer.echo(f"mailmigrate: warning: {text}", err=True)
+        if not quiet:
+            verb = "would delete" if dry_run else "deleted"
+            count = outcome.planned if dry_run else outcome.deleted
+            typer.echo(f"mailmigrate: {verb} {count} messages from the server, "
+                       f"{outcome.kept} left there", err=True)
+        lost_quit = bool(outcome.planned) and not dry_run and not outcome.quit_confirmed
+        if as_json:
+            extra: dict[str, Any] = {"source": endpoint.display(), "archive": archive,
+                                     **outcome.as_dict(), "failed": list(src.failed),
+                                     "fingerprinted": src.fingerprinted}
+            emit_summary("drain", result, extra)
+        if lost_quit:
+            raise ConnectError(
+                f"connection to {endpoint.host} ended before the server confirmed QUIT, so it "
+                "deleted nothing; everything downloaded is archived, and the next run "
+                "deletes those messages without downloading them again")
+        code = exit_code_for(result)
+        return code if code else (EXIT_PARTIAL if src.failed else code)
+
+    run_guarded(body)
