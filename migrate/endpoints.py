@@ -108,6 +108,11 @@ class PasswordSource:
     prompt_label: str = "password"
     _cached: str | None = field(default=None, repr=False)
 
+    @classmethod
+    def literal(cls, secret: str) -> PasswordSource:
+        """For library callers that already hold the secret (never used by the CLI)."""
+        return cls(_cached=secret)
+
     def get(self) -> str:
         if self._cached is None:
             self._cached = self._resolve()
