@@ -268,3 +268,36 @@ def test_ls_lists_folders_counts_and_sizes(dovecot, account, tmp_path):
     assert rows["Gesendet"]["special_use"] == "\\Sent"
     text = run_cli("ls", str(archive))
     assert "日本語" in text.out and "total" in text.out
+
+
+def test_flag_changes_without_condstore_use_a_flags_only_fetch(dovecot, account, tmp_path):
+    """Servers without CONDSTORE: flags are compared by a FLAGS fetch, never by bodies."""
+    from migrate.endpoints import PasswordSource, parse_endpoint
+    from migrate.engine import transfer
+    from migrate.stores.imap import ImapSource
+    from migrate.stores.sqlite_archive import SqliteArchive
+
+    client = imap_login(dovecot, account)
+    uids = [append(client, "INBOX", f"Subject: c{i}\r\n\r\nx\r\n".encode(), (), DATES[1])
+            for i in range(4)]
+    with TcpProxy(dovecot.host, dovecot.imap_port) as proxy:
+        endpoint = parse_endpoint(f"imap://{account.name}@127.0.0.1:{proxy.port}?tls=none")
+
+        def run_once() -> int:
+            source = ImapSource(endpoint, PasswordSource.literal(account.password))
+            source.condstore = False  # behave like a server without CONDSTORE
+            archive = SqliteArchive(tmp_path / "a.sqlite")
+            try:
+                return transfer(source, archive).flags_updated
+            finally:
+                source.close()
+                archive.close()
+
+        assert run_once() == 0
+        client.select_folder("INBOX")
+        client.add_flags([uids[2]], ["\\Answered", "$Done"])
+        proxy.reset_counters()
+        assert run_once() == 1
+        assert b"BODY[" not in proxy.transcript_from_server
+    client.logout()
+    assert_archive_matches_server(tmp_path / "a.sqlite", server_state(dovecot, account, ["INBOX"]))
