@@ -153,7 +153,7 @@ def register_commands() -> None:
 
 
 # One entry per command module (``migrate/cmd_*.py``); add yours here.
-COMMAND_MODULES: list[str] = ["migrate.cmd_drain"]
+COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore"]
 
 
 def main() -> None:

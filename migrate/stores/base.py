@@ -121,3 +121,18 @@ class ArchiveReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class KeyedArchiveReader(ArchiveReader, Protocol):
+    """An archive that can list refs by stable key and read messages back by key.
+
+    What makes an archive a :class:`SourceStore` for restore (see
+    :mod:`migrate.stores.archive_source`): the engine lists refs, asks the
+    destination which are missing, then fetches only those, a bounded batch
+    at a time.
+    """
+
+    def message_refs(self, folder: Folder) -> Iterator[MessageRef]: ...
+
+    def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]: ...

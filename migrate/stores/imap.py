@@ -100,6 +100,35 @@ def _quiet_close(client: imapclient.IMAPClient) -> None:
         client.shutdown()
 
 
+def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
+    """Every folder of an account (decoded, '/'-pathed), parents before children.
+
+    Shared by the read side and the write side (which needs the
+    destination's folders and their special-use attributes).
+    """
+    try:
+        listed = client.list_folders()
+    except (OSError, IMAPClientError) as exc:
+        raise ConnectError(f"LIST failed on {host}: {exc}") from None
+    folders: dict[str, Folder] = {}
+    for flags, delimiter, name in listed:
+        attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+        delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
+        server_name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
+        folder = make_folder(server_name, delim, attrs)
+        folders[folder.name] = folder
+    # Parents the server did not list (some servers omit them) still shape the tree.
+    for folder in list(folders.values()):
+        parts = folder.name.split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in folders and folder.delimiter:
+                server_parent = folder.delimiter.join(
+                    folder.server_name.split(folder.delimiter)[:i])
+                folders[parent] = make_folder(server_parent, folder.delimiter, ["\\Noselect"])
+    return sorted(folders.values(), key=lambda f: f.name)
+
+
 class ImapSource:
     """Reads folders and messages from an IMAP account."""
 
@@ -125,28 +154,7 @@ class ImapSource:
 
     # -- SourceStore --------------------------------------------------------------
     def list_folders(self) -> list[Folder]:
-        try:
-            listed = self.client.list_folders()
-        except (OSError, IMAPClientError) as exc:
-            raise ConnectError(f"LIST failed on {self.endpoint.host}: {exc}") from None
-        folders: dict[str, Folder] = {}
-        for flags, delimiter, name in listed:
-            attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
-            delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
-            server_name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-            folder = make_folder(server_name, delim, attrs)
-            folders[folder.name] = folder
-        # Parents the server did not list (some servers omit them) still shape the tree.
-        for folder in list(folders.values()):
-            parts = folder.name.split("/")
-            for i in range(1, len(parts)):
-                parent = "/".join(parts[:i])
-                if parent not in folders and folder.delimiter:
-                    server_parent = folder.delimiter.join(
-                        folder.server_name.split(folder.delimiter)[:i])
-                    folders[parent] = make_folder(server_parent, folder.delimiter,
-                                                  ["\\Noselect"])
-        return sorted(folders.values(), key=lambda f: f.name)
+        return list_imap_folders(self.client, self.endpoint.host)
 
     def status(self, folder: Folder) -> FolderStatus:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]

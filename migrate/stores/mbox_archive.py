@@ -807,6 +807,52 @@ class MboxArchive:
             for name, server, delim, su, sel, count, total in rows
         ]
 
+    def message_refs(self, folder: Folder) -> Iterator[MessageRef]:
+        """Every message of a folder as a ref keyed by its index row id (stable), paged."""
+        with self._mutex:
+            row = self._folder_row(folder.name)
+        if row is None:
+            return
+        after = -1
+        while True:
+            with self._mutex, self._db():
+                page = self._db_conn().execute(
+                    "SELECT id, size, flags, internaldate FROM messages WHERE folder_id = ?"
+                    " AND id > ? ORDER BY id LIMIT ?", (row.id, after, _PAGE)).fetchall()
+            if not page:
+                return
+            for rid, size, flags, idate in page:
+                yield MessageRef(key=str(rid), size=int(size), flags=tuple(json.loads(flags)),
+                                 internaldate=datetime.fromisoformat(idate) if idate else None)
+            after = int(page[-1][0])
+
+    def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
+        """The messages for ``keys`` from :meth:`message_refs`, sha256-verified, one at a time."""
+        with self._mutex:
+            row = self._folder_row(folder.name)
+        if row is None or not keys:
+            return
+        path = self._mbox_path(row)
+        try:
+            fp = open(path, "rb")  # noqa: SIM115 - closed in finally across yields
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot read mbox file {path} of folder {row.name!r}: {exc.strerror}; fix its permissions"
+            ) from exc
+        try:
+            for part in _chunks(list(keys)):
+                marks = ",".join("?" * len(part))
+                with self._mutex, self._db():
+                    rows = self._db_conn().execute(
+                        "SELECT id, uid, sha256, size, offset, length, eol, flags, internaldate"
+                        f" FROM messages WHERE folder_id = ? AND id IN ({marks}) ORDER BY offset",
+                        (row.id, *[int(k) for k in part])).fetchall()
+                for rid, uid, sha, size, offset, length, eol, flags, idate in rows:
+                    yield self._read_one(fp, row.name, path, str(rid), uid, sha, size, offset,
+                                         length, eol, flags, idate)
+        finally:
+            fp.close()
+
     def iter_messages(self, folder: Folder) -> Iterable[Message]:
         """Messages in file order, one frame in memory at a time, sha256-verified.
 

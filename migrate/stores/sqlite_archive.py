@@ -368,6 +368,55 @@ class SqliteArchive:
             (self.account, self.account)).fetchall()
         return [(self._folder_from_row(r), int(r[4]), int(r[5])) for r in rows]
 
+    def _folder_row_id(self, folder: Folder) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM folders WHERE (account = ? OR ? = '') AND name = ?",
+            (self.account, self.account, folder.name)).fetchone()
+        return int(row[0]) if row is not None else None
+
+    def message_refs(self, folder: Folder) -> Iterator[MessageRef]:
+        """Every message of a folder as a ref keyed by its placement row id (stable).
+
+        Paged, so listing a large folder never holds it all; the key is what
+        :meth:`read_messages` takes back, and what a restore's state records.
+        """
+        fid = self._folder_row_id(folder)
+        if fid is None:
+            return
+        after = 0
+        while True:
+            page = self.conn.execute(
+                "SELECT fm.id, m.size, fm.flags, fm.internaldate FROM folder_messages fm"
+                " JOIN messages m ON m.id = fm.message_id WHERE fm.folder_id = ? AND fm.id > ?"
+                " ORDER BY fm.id LIMIT 1000", (fid, after)).fetchall()
+            if not page:
+                return
+            for fm_id, size, flags, idate in page:
+                yield MessageRef(key=str(fm_id), size=int(size), flags=tuple(json.loads(flags)),
+                                 internaldate=_parse_iso(idate))
+            after = int(page[-1][0])
+
+    def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
+        """The messages for ``keys`` from :meth:`message_refs`, one row in memory at a time."""
+        fid = self._folder_row_id(folder)
+        if fid is None:
+            return
+        for key in keys:
+            row = self.conn.execute(
+                "SELECT fm.flags, fm.internaldate, m.raw, m.sha256 FROM folder_messages fm"
+                " JOIN messages m ON m.id = fm.message_id WHERE fm.id = ? AND fm.folder_id = ?",
+                (int(key), fid)).fetchone()
+            if row is None:
+                continue
+            flags, idate, raw, sha = row
+            msg = Message(key=key, raw=bytes(raw), flags=tuple(json.loads(flags)),
+                          internaldate=_parse_iso(idate))
+            if msg.sha256 != sha:
+                raise ArchiveError(
+                    f"archive {self.path}: message {key} in {folder.name!r} does not match "
+                    "its sha256; run `mailmigrate verify` on a copy")
+            yield msg
+
     def iter_messages(self, folder: Folder) -> Iterator[Message]:
         row = self.conn.execute(
             "SELECT id FROM folders WHERE (account = ? OR ? = '') AND name = ?",

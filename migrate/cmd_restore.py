@@ -1,0 +1,375 @@
+"""``restore``, ``copy`` and ``verify``: the migration half, on the same engine as backup.
+
+restore = archive (ours, or a foreign .mbox) -> IMAP; copy = IMAP -> IMAP,
+streaming with no archive. Both write through :class:`ImapDestination`,
+whose exactly-once bookkeeping lives in a per-job state file
+(:mod:`migrate.state`). verify compares two stores per folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from migrate.archive import open_archive
+from migrate.cli_common import (
+    CafileOpt,
+    DryRunOpt,
+    ExcludeOpt,
+    FolderOpt,
+    InsecureOpt,
+    JsonOpt,
+    LockWaitOpt,
+    PassCmdOpt,
+    PassEnvOpt,
+    PassFileOpt,
+    QuietOpt,
+    SinceOpt,
+    TimeoutOpt,
+    app,
+    make_reporter,
+    parse_since,
+    password_source,
+    run_guarded,
+)
+from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
+from migrate.engine import TransferOptions, TransferResult, transfer
+from migrate.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from migrate.folder_map import FolderMapper, MapRule, parse_rules
+from migrate.model import Folder
+from migrate.progress import human_bytes
+from migrate.state import JobState, job_path
+from migrate.stores.base import SourceStore
+
+MapOpt = Annotated[list[str] | None, typer.Option(
+    "--map", metavar="SRC=DST",
+    help="Put source folder SRC (and its subfolders) at DST; '*' globs, reused in DST (repeatable).")]
+PrefixOpt = Annotated[str, typer.Option(
+    "--prefix", metavar="PATH", help="Put every folder under PATH (e.g. 'Restored/'), names kept.")]
+SpecialUseOpt = Annotated[bool, typer.Option(
+    "--special-use/--no-special-use",
+    help="Map Sent/Drafts/Trash/Junk/Archive to the destination's folders of that use.")]
+StateOpt = Annotated[Path | None, typer.Option(
+    "--state", metavar="PATH", help="Checkpoint state file (default: in the user state directory).")]
+SourceFormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="Source kind: sqlite, mbox-tree or mbox (one foreign mbox file); "
+    "default: guessed from the path.")]
+MboxFormatOpt = Annotated[str, typer.Option(
+    "--mbox-format", help="Framing of a foreign mbox file: auto, mboxo, mboxrd or mboxcl2.")]
+DestPassEnvOpt = Annotated[str | None, typer.Option(
+    "--dest-password-env", metavar="VAR", help="Destination password from this variable.")]
+DestPassFileOpt = Annotated[Path | None, typer.Option(
+    "--dest-password-file", metavar="PATH", help="Destination password from this file.")]
+DestPassCmdOpt = Annotated[str | None, typer.Option(
+    "--dest-password-command", metavar="CMD", help="Destination password from this command.")]
+DestCafileOpt = Annotated[Path | None, typer.Option(
+    "--dest-cafile", help="Trust this CA bundle for the destination (default: --cafile).")]
+
+
+# -- sources ------------------------------------------------------------------------
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def _is_foreign_mbox(path: str, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "mbox"
+    location = Path(path).expanduser()
+    if path.lower().endswith(".mbox"):
+        return True
+    if location.is_file() and not path.lower().endswith((".sqlite", ".db", ".sqlite3")):
+        with open(location, "rb") as fp:
+            return fp.read(5) == b"From "
+    return False
+
+
+def open_local_source(path: str, fmt: str | None, mbox_format: str,
+                      lock_wait: float) -> tuple[SourceStore, str, str | None]:
+    """(source store, identity for the state file, what a foreign mbox was taken for)."""
+    location = Path(path).expanduser()
+    if _is_foreign_mbox(path, fmt):
+        from migrate.stores.foreign_mbox import ForeignMbox
+
+        mbox = ForeignMbox(location, mbox_format)
+        return mbox, f"mbox:{location.resolve()}", mbox.description
+    if fmt == "mbox":
+        raise UsageError(f"--format mbox needs a file, {path!r} is not one")
+    from migrate.stores.archive_source import ArchiveSource
+    from migrate.stores.base import KeyedArchiveReader
+
+    archive = open_archive(path, fmt, readonly=True, lock_wait=lock_wait)
+    if not isinstance(archive, KeyedArchiveReader):
+        archive.close()
+        raise UsageError(f"archive {path!r} cannot be read for restore")
+    return ArchiveSource(archive, f"archive:{location.resolve()}"), f"archive:{location.resolve()}", None
+
+
+def _dest_password(endpoint: Endpoint, env: str | None, file: Path | None, command: str | None,
+                   fallback: tuple[str | None, Path | None, str | None]) -> PasswordSource:
+    """The destination's --dest-password-*; without any, the same options as the source's."""
+    if not (env or file or command):
+        env, file, command = fallback
+    return password_source(endpoint, env, file, command)
+
+
+def _run_to_imap(
+    command: str, source: SourceStore, source_id: str, endpoint: Endpoint,
+    password: PasswordSource, *, folder: list[str] | None, exclude: list[str] | None,
+    since: str | None, dry_run: bool, as_json: bool, quiet: bool, map_rules: list[str] | None,
+    prefix: str, special_use: bool, state: Path | None, timeout: float, lock_wait: float,
+    extra: dict[str, Any],
+) -> int:
+    """The shared body of restore and copy: state, destination, the engine, the report."""
+    from migrate.stores.imap_writer import ImapDestination
+
+    rules = parse_rules(map_rules)
+    options = TransferOptions(include=folder or (), exclude=exclude or (),
+                              since=parse_since(since), dry_run=dry_run)
+    reporter = make_reporter(quiet, as_json)
+    state_path = job_path(source_id, endpoint.display(), state)
+    job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
+    try:
+        dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
+                               special_use=special_use, dry_run=dry_run, reporter=reporter,
+                               timeout=timeout)
+        try:
+            dest.plan(source.list_folders())
+            result = transfer(source, dest, options, reporter)
+            summary = dest.summary()
+        finally:
+            dest.close()
+    finally:
+        job.close()
+    failed = bool(result.errors or summary["message_errors"])
+    if as_json:
+        payload: dict[str, Any] = {"command": command, **extra, "destination": endpoint.display(),
+                                   "state": str(state_path), **result.as_dict(), **summary}
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+    elif dry_run:
+        _print_plan(result, summary)
+    elif summary["message_errors"] and quiet:
+        for err in summary["message_errors"]:
+            typer.echo(f"mailmigrate: not copied: {err['folder']}: {err['message']}: {err['error']}",
+                       err=True)
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _print_plan(result: TransferResult, summary: dict[str, Any]) -> None:
+    for name in summary.get("folders_to_create", []):
+        typer.echo(f"create folder {name}")
+    for rename in summary.get("folders_renamed", []):
+        typer.echo(f"rename {rename['from']} -> {rename['to']} ({rename['why']})")
+    folder_map: dict[str, str] = summary.get("folder_map", {})
+    for f in result.folders:
+        if f.new_messages:
+            typer.echo(f"append {f.new_messages} messages ({human_bytes(f.new_bytes)}) "
+                       f"from {f.name} to {folder_map.get(f.name, f.name)}")
+    typer.echo(f"total: {result.new_messages} messages ({human_bytes(result.new_bytes)}) to append")
+
+
+def _announce(reporter_quiet: bool, text: str | None) -> None:
+    if text and not reporter_quiet:
+        typer.echo(f"mailmigrate: reading {text}", err=True)
+
+
+# -- restore ------------------------------------------------------------------------------
+@app.command()
+def restore(
+    archive: Annotated[str, typer.Argument(
+        help="archive.sqlite, an mbox-tree directory, or a foreign .mbox file (Thunderbird, Takeout).")],
+    dest: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://… (STARTTLS).")],
+    folder: FolderOpt = None,
+    exclude: ExcludeOpt = None,
+    since: SinceOpt = None,
+    map_rules: MapOpt = None,
+    prefix: PrefixOpt = "",
+    special_use: SpecialUseOpt = True,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    password_env: PassEnvOpt = None,
+    password_file: PassFileOpt = None,
+    password_command: PassCmdOpt = None,
+    insecure: InsecureOpt = False,
+    cafile: CafileOpt = None,
+    source_format: SourceFormatOpt = None,
+    mbox_format: MboxFormatOpt = "auto",
+    state: StateOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    lock_wait: LockWaitOpt = 5.0,
+) -> None:
+    """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
+
+    def body() -> int:
+        endpoint = parse_endpoint(dest, insecure=insecure, cafile=str(cafile) if cafile else None)
+        password = password_source(endpoint, password_env, password_file, password_command)
+        source, source_id, described = open_local_source(archive, source_format, mbox_format,
+                                                          lock_wait)
+        try:
+            _announce(quiet or as_json, described)
+            extra: dict[str, Any] = {"archive": archive}
+            if described:
+                extra["source_format"] = described
+            return _run_to_imap(
+                "restore", source, source_id, endpoint, password, folder=folder, exclude=exclude,
+                since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
+                prefix=prefix, special_use=special_use, state=state, timeout=timeout,
+                lock_wait=lock_wait, extra=extra)
+        finally:
+            source.close()
+
+    run_guarded(body)
+
+
+# -- copy -----------------------------------------------------------------------------------
+@app.command()
+def copy(
+    source: Annotated[str, typer.Argument(help="The account to copy from: imaps://user@host.")],
+    dest: Annotated[str, typer.Argument(help="The account to copy to: imaps://user@host.")],
+    folder: FolderOpt = None,
+    exclude: ExcludeOpt = None,
+    since: SinceOpt = None,
+    map_rules: MapOpt = None,
+    prefix: PrefixOpt = "",
+    special_use: SpecialUseOpt = True,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    password_env: PassEnvOpt = None,
+    password_file: PassFileOpt = None,
+    password_command: PassCmdOpt = None,
+    dest_password_env: DestPassEnvOpt = None,
+    dest_password_file: DestPassFileOpt = None,
+    dest_password_command: DestPassCmdOpt = None,
+    insecure: InsecureOpt = False,
+    cafile: CafileOpt = None,
+    dest_cafile: DestCafileOpt = None,
+    state: StateOpt = None,
+    timeout: TimeoutOpt = 60.0,
+    lock_wait: LockWaitOpt = 5.0,
+) -> None:
+    """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new."""
+
+    def body() -> int:
+        from migrate.stores.imap import ImapSource
+
+        src_ep = parse_endpoint(source, insecure=insecure, cafile=str(cafile) if cafile else None)
+        dst_ca = dest_cafile or cafile
+        dst_ep = parse_endpoint(dest, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
+        if src_ep.display() == dst_ep.display():
+            raise UsageError("SOURCE and DEST are the same account; copy needs two accounts")
+        src_pw = password_source(src_ep, password_env, password_file, password_command)
+        dst_pw = _dest_password(dst_ep, dest_password_env, dest_password_file,
+                                dest_password_command, (password_env, password_file, password_command))
+        src = ImapSource(src_ep, src_pw, timeout=timeout)
+        try:
+            return _run_to_imap(
+                "copy", src, src_ep.display(), dst_ep, dst_pw, folder=folder, exclude=exclude,
+                since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
+                prefix=prefix, special_use=special_use, state=state, timeout=timeout,
+                lock_wait=lock_wait, extra={"source": src_ep.display()})
+        finally:
+            src.close()
+
+    run_guarded(body)
+
+
+# -- verify ----------------------------------------------------------------------------------
+def _mapper_for(rules: list[MapRule], prefix: str, special_use: bool,
+                ) -> Callable[[list[Folder], list[Folder]], dict[str, str]]:
+    """The folder mapping restore/copy would use, for verify's source-to-destination pairing."""
+
+    def map_folders(src: list[Folder], dest: list[Folder]) -> dict[str, str]:
+        delimiter = next((f.delimiter for f in dest if f.delimiter), "/")
+        mapper = FolderMapper(dest, delimiter, rules, prefix, special_use)
+        return {name: t.path for name, t in mapper.map_all(src).items()}
+    return map_folders
+
+
+@app.command()
+def verify(
+    first: Annotated[str, typer.Argument(help="An archive (or .mbox file), or imaps://user@host.")],
+    second: Annotated[str | None, typer.Argument(
+        help="The server to compare with (imaps://user@host); without it, check the archive.")] = None,
+    folder: FolderOpt = None,
+    exclude: ExcludeOpt = None,
+    map_rules: MapOpt = None,
+    prefix: PrefixOpt = "",
+    special_use: SpecialUseOpt = True,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    password_env: PassEnvOpt = None,
+    password_file: PassFileOpt = None,
+    password_command: PassCmdOpt = None,
+    dest_password_env: DestPassEnvOpt = None,
+    dest_password_file: DestPassFileOpt = None,
+    dest_password_command: DestPassCmdOpt = None,
+    insecure: InsecureOpt = False,
+    cafile: CafileOpt = None,
+    dest_cafile: DestCafileOpt = None,
+    source_format: SourceFormatOpt = None,
+    mbox_format: MboxFormatOpt = "auto",
+    timeout: TimeoutOpt = 60.0,
+    lock_wait: LockWaitOpt = 5.0,
+) -> None:
+    """Compare per folder (counts and content hashes): archive vs server, or server vs server.
+
+    With one argument, read every message of the archive and check its sha256.
+    Exit 1 when anything differs.
+    """
+
+    def body() -> int:
+        from migrate.stores.imap import ImapSource
+        from migrate.verify import compare, folder_hashes, render
+
+        opened: list[SourceStore] = []
+        try:
+            if _is_url(first):
+                ep = parse_endpoint(first, insecure=insecure, cafile=str(cafile) if cafile else None)
+                opened.append(ImapSource(ep, password_source(
+                    ep, password_env, password_file, password_command), timeout=timeout))
+                creds = (dest_password_env, dest_password_file, dest_password_command)
+                fallback = (password_env, password_file, password_command)
+            else:
+                src, _, _ = open_local_source(first, source_format, mbox_format, lock_wait)
+                opened.append(src)
+                creds = (password_env, password_file, password_command)
+                fallback = creds
+            if second is None:
+                if _is_url(first):
+                    raise UsageError("verify with one argument checks an archive; give "
+                                     "SOURCE and DEST to compare two servers")
+                counts, _ = folder_hashes(opened[0], opened[0].list_folders())
+                total = sum(counts.values())
+                if as_json:
+                    typer.echo(json.dumps({"command": "verify", "archive": first, "equal": True,
+                                           "messages": total}))
+                else:
+                    typer.echo(f"verify: {total} messages read, every sha256 matches")
+                return EXIT_OK
+            if not _is_url(second):
+                raise UsageError(f"verify compares with a server: {second!r} is not an "
+                                 "imap[s]:// URL")
+            dst_ca = dest_cafile or cafile
+            ep2 = parse_endpoint(second, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
+            opened.append(ImapSource(ep2, _dest_password(ep2, *creds, fallback), timeout=timeout))
+            result = compare(opened[0], opened[1],
+                             _mapper_for(parse_rules(map_rules), prefix, special_use),
+                             folder or (), exclude or ())
+        finally:
+            for store in opened:
+                store.close()
+        if as_json:
+            typer.echo(json.dumps({"command": "verify", "first": first, "second": second,
+                                   **result.as_dict()}, ensure_ascii=False))
+        else:
+            for line in render(result):
+                if not quiet or not line.startswith("OK"):
+                    typer.echo(line)
+        return EXIT_OK if result.equal else EXIT_PARTIAL
+
+    run_guarded(body)

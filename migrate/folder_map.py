@@ -1,0 +1,245 @@
+"""Where each source folder goes on an IMAP destination.
+
+Restore and copy write into a server whose folder names are not the
+source's: the Sent folder is "Gesendet" on one and "Sent Items" on the
+other, the delimiter is '/' on one and '.' on the other, and a level like
+"v1.2" cannot exist as one level on a '.' server. This module decides, once
+per run and predictably, the destination folder of every source folder:
+
+1. ``--map SRC=DST`` rules, first match wins. ``*`` globs; each ``*`` in DST
+   takes what the corresponding ``*`` in SRC matched. A rule without ``*``
+   also covers subfolders ("Work=Job" sends "Work/x" to "Job/x").
+2. With ``--prefix P`` every folder (INBOX included) goes under P, keeping
+   its source name: the restored tree stays apart from the live one.
+3. Otherwise, special-use aware: a source folder marked (or well-known as)
+   \\Sent, \\Drafts, \\Trash, \\Junk or \\Archive, and its subfolders, go to
+   the destination's folder of the same use, whatever it is called.
+4. The '/'-path is turned into the destination's name: its delimiter between
+   levels, its personal namespace prefix, and a level that contains the
+   delimiter gets '_' in its place (reported as a rename).
+
+Names stay Unicode here; imapclient does the modified UTF-7 on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import translate
+
+from migrate.errors import UsageError
+from migrate.folders import SLASH_STANDIN
+from migrate.model import Folder
+
+# The special uses worth mapping: one folder per account has each.
+MAPPED_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
+
+# Names providers and clients give these folders, for servers (and archives)
+# that do not announce RFC 6154 attributes. Compared case-insensitively.
+WELL_KNOWN: dict[str, tuple[str, ...]] = {
+    "\\Sent": ("Sent", "Sent Items", "Sent Messages", "Sent Mail", "[Gmail]/Sent Mail",
+               "[Google Mail]/Sent Mail", "INBOX/Sent", "Gesendet", "Gesendete Objekte",
+               "Gesendete Elemente", "Envoyés", "Éléments envoyés", "Enviados", "Inviata",
+               "Posta inviata", "Verzonden", "Verzonden items", "Skickat", "Wysłane"),
+    "\\Drafts": ("Drafts", "[Gmail]/Drafts", "[Google Mail]/Drafts", "INBOX/Drafts", "Entwürfe",
+                 "Brouillons", "Borradores", "Bozze", "Concepten", "Utkast", "Kopie robocze"),
+    "\\Trash": ("Trash", "Deleted Items", "Deleted Messages", "Bin", "[Gmail]/Trash",
+                "[Gmail]/Bin", "[Google Mail]/Trash", "INBOX/Trash", "Papierkorb",
+                "Gelöschte Elemente", "Corbeille", "Papelera", "Cestino", "Prullenbak",
+                "Papperskorgen", "Kosz"),
+    "\\Junk": ("Junk", "Spam", "Junk E-mail", "Junk Email", "Bulk Mail", "[Gmail]/Spam",
+               "[Google Mail]/Spam", "INBOX/Junk", "INBOX/Spam", "Junk-E-Mail", "Indésirables"),
+    "\\Archive": ("Archive", "Archives", "Archiv", "INBOX/Archive"),
+}
+
+# What replaces the destination's delimiter inside one level ("v1.2" -> "v1_2").
+DELIMITER_STANDIN = "_"
+
+
+@dataclass(frozen=True)
+class MapRule:
+    """One ``--map SRC=DST`` rule."""
+
+    source: str
+    target: str
+
+    @classmethod
+    def parse(cls, text: str) -> MapRule:
+        src, sep, dst = text.partition("=")
+        src, dst = src.strip().strip("/"), dst.strip().strip("/")
+        if not sep or not src or not dst:
+            raise UsageError(f"bad --map {text!r}: expected SRC=DST, e.g. 'Old/*=Archive/Old/*'")
+        if dst.count("*") > src.count("*"):
+            raise UsageError(f"bad --map {text!r}: DST has more '*' than SRC")
+        return cls(src, dst)
+
+    def apply(self, name: str) -> str | None:
+        """The mapped name, or None when the rule does not match ``name``."""
+        if "*" not in self.source:
+            if name == self.source:
+                return self.target
+            if name.startswith(self.source + "/"):
+                return self.target + name[len(self.source):]
+            return None
+        # fnmatch's translation, but with each '*' captured so DST can reuse it.
+        parts = self.source.split("*")
+        pattern = "(.*)".join(translate(p)[4:-3] for p in parts)  # strip (?s:…)\Z
+        match = re.fullmatch(pattern, name, flags=re.DOTALL)
+        if match is None:
+            return None
+        out = self.target
+        for group in match.groups():
+            if "*" not in out:
+                break
+            out = out.replace("*", group, 1)
+        return out
+
+
+@dataclass(frozen=True)
+class Target:
+    """A source folder's place on the destination.
+
+    ``path`` is the '/'-separated Unicode path, as our archives name folders
+    (a level holding a '/' shows it as U+2215); ``server_name`` is what to
+    CREATE/SELECT/APPEND to. ``note`` says why a level had to be renamed.
+    """
+
+    source: str
+    path: str
+    server_name: str
+    special_use: str | None = None
+    note: str | None = None
+
+
+def special_use_by_name(name: str) -> str | None:
+    """The special use a folder's name suggests (no attribute given)."""
+    lowered = name.casefold()
+    for use, names in WELL_KNOWN.items():
+        if any(lowered == n.casefold() for n in names):
+            return use
+    return None
+
+
+def source_use(folder: Folder) -> str | None:
+    """A source folder's mapped special use: its attribute, else its well-known name."""
+    if folder.special_use in MAPPED_USES:
+        return folder.special_use
+    if folder.special_use is None:
+        return special_use_by_name(folder.name)
+    return None
+
+
+class FolderMapper:
+    """Maps source folder paths to destination names for one run."""
+
+    def __init__(
+        self,
+        dest_folders: Iterable[Folder],
+        delimiter: str | None,
+        rules: Sequence[MapRule] = (),
+        prefix: str = "",
+        special_use: bool = True,
+        namespace_prefix: str = "",
+    ) -> None:
+        self.delimiter = delimiter or "/"
+        self.rules = list(rules)
+        self.prefix = prefix.strip("/")
+        self.special_use = special_use and not self.prefix
+        self.namespace_prefix = namespace_prefix
+        folders = list(dest_folders)
+        # The destination's folder per use: an attribute beats a well-known name.
+        self.dest_use: dict[str, str] = {}
+        for f in folders:
+            if f.special_use in MAPPED_USES and f.selectable:
+                self.dest_use.setdefault(f.special_use, self._strip_namespace(f.name))
+        for f in folders:
+            use = special_use_by_name(self._strip_namespace(f.name))
+            if use and f.selectable and f.special_use is None:
+                self.dest_use.setdefault(use, self._strip_namespace(f.name))
+
+    def _strip_namespace(self, name: str) -> str:
+        ns = self.namespace_prefix.rstrip(self.delimiter)
+        if ns and name.startswith(ns + "/"):
+            return name[len(ns) + 1:]
+        return name
+
+    def _source_uses(self, folders: Sequence[Folder]) -> dict[str, str]:
+        """{source path: use} for the source folders that carry a mapped use."""
+        out: dict[str, str] = {}
+        taken: set[str] = set()
+        # Attributes first, then names, one folder per use (a second "Sent"
+        # lookalike stays an ordinary folder).
+        for by_attr in (True, False):
+            for f in folders:
+                use = f.special_use if by_attr else (
+                    special_use_by_name(f.name) if f.special_use is None else None)
+                if use in MAPPED_USES and use not in taken and f.name not in out:
+                    out[f.name] = use
+                    taken.add(use)
+        return out
+
+    def map_all(self, folders: Sequence[Folder]) -> dict[str, Target]:
+        """{source path: Target} for every source folder."""
+        uses = self._source_uses(folders) if self.special_use else {}
+        return {f.name: self.map_name(f.name, uses) for f in folders}
+
+    def map_name(self, name: str, uses: dict[str, str] | None = None) -> Target:
+        uses = uses or {}
+        mapped: str | None = None
+        use: str | None = None
+        for rule in self.rules:
+            mapped = rule.apply(name)
+            if mapped is not None:
+                break
+        if mapped is None:
+            mapped = name
+            if self.prefix:
+                mapped = f"{self.prefix}/{name}"
+            elif name.upper() == "INBOX":
+                mapped = "INBOX"
+            else:
+                # The nearest folder (itself or a parent) with a use the destination has.
+                parts = name.split("/")
+                for i in range(len(parts), 0, -1):
+                    head = "/".join(parts[:i])
+                    head_use = uses.get(head)
+                    if head_use and head_use in self.dest_use:
+                        mapped = "/".join([self.dest_use[head_use], *parts[i:]])
+                        use = head_use if i == len(parts) else None
+                        break
+        return self._to_server(name, mapped, use)
+
+    def _to_server(self, source: str, path: str, use: str | None) -> Target:
+        d = self.delimiter
+        levels = [lvl for lvl in path.split("/")]
+        out: list[str] = []
+        notes: list[str] = []
+        for level in levels:
+            if d != "/":
+                level = level.replace(SLASH_STANDIN, "/")
+            if not level:
+                level = DELIMITER_STANDIN
+                notes.append("an empty level became '_'")
+            if d in level and d != "/":
+                fixed = level.replace(d, DELIMITER_STANDIN)
+                notes.append(f"level {level!r} contains the destination's delimiter {d!r}: "
+                             f"created as {fixed!r}")
+                level = fixed
+            out.append(level)
+        server = d.join(out)
+        if self.namespace_prefix and server.upper() != "INBOX" and not server.startswith(
+                self.namespace_prefix):
+            server = self.namespace_prefix + server
+        path_out = "/".join(part.replace("/", SLASH_STANDIN) for part in server.split(d)) \
+            if d != "/" else server
+        return Target(source=source, path=path_out, server_name=server, special_use=use,
+                      note="; ".join(notes) or None)
+
+
+def parse_rules(texts: Sequence[str] | None) -> list[MapRule]:
+    return [MapRule.parse(t) for t in texts or ()]
+
+
+__all__ = ["MAPPED_USES", "WELL_KNOWN", "FolderMapper", "MapRule", "Target", "parse_rules",
+           "source_use", "special_use_by_name"]

@@ -1,0 +1,307 @@
+"""Checkpoint state for writing to an IMAP server, where no transaction spans both sides.
+
+An archive can commit a message and its checkpoint together; an IMAP server
+cannot: APPEND is one network round trip, our record of it another, and a
+kill -9 can fall between them. So each placement goes through two commits:
+
+1. ``doubt``: committed BEFORE the APPEND, with what identifies the message on
+   the destination (content sha256 and size in the IMAP wire form, Message-ID
+   or a header signature, destination folder);
+2. ``done``: committed after, with the APPENDUID (destination UIDVALIDITY/UID).
+
+A run that finds ``doubt`` rows resolves them by looking the message up on
+the destination (see :mod:`migrate.stores.imap_writer`): found means done,
+not found means not appended. It never appends blindly again. Batches share
+one commit each way, so a MULTIAPPEND of 200 messages costs two commits.
+
+``synchronous=NORMAL`` (WAL): a power cut may lose the last commits, which is
+safe because a lost ``doubt`` or ``done`` row just makes the next run look
+the message up on the destination before appending it.
+
+One state file per job (source + destination). It lives in the platform's
+user state directory (``platformdirs.user_state_dir("mailmigrate")/jobs``) or
+where ``--state`` says; the directory is created 0700 and the file 0600, as
+it names accounts and folders (it never holds a password or message text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from migrate import clock
+from migrate.errors import ArchiveError
+from migrate.lock import ArchiveLock
+from migrate.model import FolderCheckpoint, FolderStatus
+
+SCHEMA_VERSION = 1
+_CHUNK = 500
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS folders (
+    src_folder    TEXT PRIMARY KEY,   -- source folder path ('/' between levels)
+    dest_folder   TEXT,               -- destination server name it maps to
+    uidvalidity   INTEGER,            -- of the source folder: keys below belong to it
+    uidnext       INTEGER,            -- STATUS of the last complete pass (no-op skip)
+    highestmodseq INTEGER,
+    partial       INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS placements (
+    src_folder       TEXT NOT NULL,
+    src_key          TEXT NOT NULL,   -- UID (IMAP), row id (archive), offset (mbox)
+    src_uid          INTEGER,
+    state            TEXT NOT NULL CHECK (state IN ('doubt', 'done', 'failed')),
+    dest_folder      TEXT NOT NULL,
+    dest_uidvalidity INTEGER,
+    dest_uid         INTEGER,
+    sha256           TEXT NOT NULL,   -- of the message in CRLF wire form
+    size             INTEGER NOT NULL,
+    raw_size         INTEGER NOT NULL, -- as the source had it (a server may keep bare LFs)
+    ident            TEXT NOT NULL,   -- 'id:<Message-ID>' or 'sig:<header signature>'
+    flags            TEXT NOT NULL DEFAULT '[]',
+    error            TEXT,
+    updated_at       TEXT NOT NULL,
+    PRIMARY KEY (src_folder, src_key)
+);
+CREATE INDEX IF NOT EXISTS placements_dest ON placements (dest_folder, dest_uidvalidity, dest_uid);
+CREATE INDEX IF NOT EXISTS placements_state ON placements (src_folder, state);
+"""
+
+
+def default_state_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_state_dir("mailmigrate")) / "jobs"
+
+
+def job_path(source_id: str, dest_id: str, override: Path | None = None) -> Path:
+    """The state file for a job: ``--state`` if given, else one per (source, destination)."""
+    if override is not None:
+        return Path(override).expanduser()
+    digest = hashlib.sha256(f"{source_id}\0{dest_id}".encode()).hexdigest()[:20]
+    return default_state_dir() / f"{digest}.sqlite"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """One source message's row: where it goes and how far it got."""
+
+    src_key: str
+    dest_folder: str
+    sha256: str
+    size: int
+    ident: str
+    raw_size: int = 0
+    flags: tuple[str, ...] = ()
+    src_uid: int | None = None
+    dest_uidvalidity: int | None = None
+    dest_uid: int | None = None
+    state: str = "doubt"
+    error: str | None = None
+
+
+class JobState:
+    """The state DB of one restore/copy job (see the module docstring)."""
+
+    def __init__(self, path: Path | None, source_id: str, dest_id: str,
+                 lock_wait: float = 5.0, readonly: bool = False) -> None:
+        self.path = path
+        self._lock: ArchiveLock | None = None
+        if path is None or (readonly and not path.exists()):
+            # A dry run with no state yet: nothing is done, and nothing is written.
+            self.conn = sqlite3.connect(":memory:", isolation_level=None)
+            self.conn.executescript(_SCHEMA)
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not readonly and not path.exists():
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise ArchiveError(f"cannot create state file {path}: {exc.strerror}; "
+                               "choose a writable --state path") from None
+        if not readonly:
+            self._lock = ArchiveLock(path.with_name(path.name + ".lock"), lock_wait)
+            self._lock.acquire()
+        try:
+            mode = "ro" if readonly else "rw"
+            self.conn = sqlite3.connect(f"file:{path}?mode={mode}", uri=True,
+                                        isolation_level=None, timeout=30.0)
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.executescript(_SCHEMA)
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                  (str(SCHEMA_VERSION),))
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('source', ?)", (source_id,))
+                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('destination', ?)",
+                                  (dest_id,))
+            row = self.conn.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise ArchiveError(f"state file {path} is unusable ({exc}); move it away to start "
+                               "the job afresh (messages already copied are found and skipped)"
+                               ) from None
+        if row is None or int(row[0]) > SCHEMA_VERSION:
+            self.close()
+            raise ArchiveError(f"state file {path} has an unknown schema; use a newer mailmigrate")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(f"cannot write state file {self.path} ({exc}); free disk space "
+                               "or fix permissions, then run again") from None
+
+    # -- folders -------------------------------------------------------------------
+    def checkpoint(self, src_folder: str, dest_folder: str, status: FolderStatus) -> FolderCheckpoint:
+        """The folder's checkpoint; a new source UIDVALIDITY forgets its old keys.
+
+        Forgetting is safe: the messages those keys placed are still on the
+        destination, unclaimed, and will be found there by content.
+        """
+        row = self.conn.execute(
+            "SELECT uidvalidity, uidnext, highestmodseq, partial FROM folders WHERE src_folder = ?",
+            (src_folder,)).fetchone()
+        if row is None or (status.uidvalidity is not None and row[0] != status.uidvalidity):
+            with self._tx() as conn:
+                conn.execute("DELETE FROM placements WHERE src_folder = ?", (src_folder,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO folders (src_folder, dest_folder, uidvalidity)"
+                    " VALUES (?, ?, ?)", (src_folder, dest_folder, status.uidvalidity))
+            return FolderCheckpoint(uidvalidity=status.uidvalidity)
+        uidvalidity, uidnext, modseq, partial = row
+        (max_done, done) = self.conn.execute(
+            "SELECT COALESCE(MAX(src_uid), 0), COUNT(*) FROM placements"
+            " WHERE src_folder = ? AND state = 'done'", (src_folder,)).fetchone()
+        (min_open,) = self.conn.execute(
+            "SELECT MIN(src_uid) FROM placements WHERE src_folder = ? AND state != 'done'",
+            (src_folder,)).fetchone()
+        last_uid = int(max_done)
+        if min_open is not None:
+            last_uid = min(last_uid, int(min_open) - 1)
+        return FolderCheckpoint(uidvalidity=uidvalidity, last_uid=max(last_uid, 0),
+                                uidnext=uidnext, highestmodseq=modseq, messages=int(done),
+                                partial=bool(partial) or min_open is not None)
+
+    def finish(self, src_folder: str, status: FolderStatus, complete: bool) -> None:
+        (failed,) = self.conn.execute(
+            "SELECT COUNT(*) FROM placements WHERE src_folder = ? AND state != 'done'",
+            (src_folder,)).fetchone()
+        with self._tx() as conn:
+            if complete and not failed:
+                conn.execute("UPDATE folders SET uidnext = ?, highestmodseq = ?, partial = 0,"
+                             " uidvalidity = COALESCE(?, uidvalidity) WHERE src_folder = ?",
+                             (status.uidnext, status.highestmodseq, status.uidvalidity, src_folder))
+            else:
+                # Failed messages are retried: the folder must not look unchanged.
+                conn.execute("UPDATE folders SET uidnext = NULL, highestmodseq = NULL, partial = 1"
+                             " WHERE src_folder = ?", (src_folder,))
+
+    # -- placements ----------------------------------------------------------------
+    def done_keys(self, src_folder: str, keys: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            out.update(r[0] for r in self.conn.execute(
+                f"SELECT src_key FROM placements WHERE src_folder = ? AND state = 'done'"
+                f" AND src_key IN ({marks})", (src_folder, *chunk)))
+        return out
+
+    def doubts(self, src_folder: str) -> list[Placement]:
+        return [self._placement(r) for r in self.conn.execute(
+            "SELECT src_key, dest_folder, sha256, size, ident, flags, src_uid, dest_uidvalidity,"
+            " dest_uid, state, error, raw_size FROM placements WHERE src_folder = ? AND state = 'doubt'",
+            (src_folder,))]
+
+    def lookup(self, src_folder: str, keys: Sequence[str]) -> dict[str, Placement]:
+        out: dict[str, Placement] = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = list(keys[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                    "SELECT src_key, dest_folder, sha256, size, ident, flags, src_uid,"
+                    " dest_uidvalidity, dest_uid, state, error, raw_size FROM placements"
+                    f" WHERE src_folder = ? AND src_key IN ({marks})", (src_folder, *chunk)):
+                p = self._placement(r)
+                out[p.src_key] = p
+        return out
+
+    @staticmethod
+    def _placement(r: tuple[object, ...]) -> Placement:
+        return Placement(src_key=str(r[0]), dest_folder=str(r[1]), sha256=str(r[2]),
+                         size=int(r[3]), ident=str(r[4]),  # type: ignore[call-overload]
+                         flags=tuple(json.loads(str(r[5]))),
+                         src_uid=r[6] if isinstance(r[6], int) else None,
+                         dest_uidvalidity=r[7] if isinstance(r[7], int) else None,
+                         dest_uid=r[8] if isinstance(r[8], int) else None,
+                         state=str(r[9]), error=str(r[10]) if r[10] is not None else None,
+                         raw_size=int(r[11]))  # type: ignore[call-overload]
+
+    def claimed_uids(self, dest_folder: str, dest_uidvalidity: int | None) -> set[int]:
+        """Destination UIDs this job has placed there (they satisfy no other message)."""
+        return {int(r[0]) for r in self.conn.execute(
+            "SELECT dest_uid FROM placements WHERE dest_folder = ? AND dest_uid IS NOT NULL"
+            " AND dest_uidvalidity IS ? AND state = 'done'", (dest_folder, dest_uidvalidity))}
+
+    def has_doubts_for(self, dest_folder: str) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM placements WHERE dest_folder = ? AND state = 'doubt' LIMIT 1",
+            (dest_folder,)).fetchone() is not None
+
+    def record(self, src_folder: str, placements: Iterable[Placement]) -> None:
+        """Write rows (any state) in one commit."""
+        now = clock.now().isoformat(timespec="seconds")
+        rows = [(src_folder, p.src_key, p.src_uid, p.state, p.dest_folder, p.dest_uidvalidity,
+                 p.dest_uid, p.sha256, p.size, p.raw_size or p.size, p.ident,
+                 json.dumps(list(p.flags)), p.error, now)
+                for p in placements]
+        if not rows:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO placements (src_folder, src_key, src_uid, state,"
+                " dest_folder, dest_uidvalidity, dest_uid, sha256, size, raw_size, ident, flags,"
+                " error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def forget(self, src_folder: str, keys: Sequence[str]) -> None:
+        """Drop rows of messages that turned out not to be on the destination."""
+        if not keys:
+            return
+        with self._tx() as conn:
+            conn.executemany("DELETE FROM placements WHERE src_folder = ? AND src_key = ?",
+                             [(src_folder, k) for k in keys])
+
+    def set_flags(self, src_folder: str, flags_by_key: dict[str, tuple[str, ...]]) -> None:
+        if not flags_by_key:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE placements SET flags = ? WHERE src_folder = ? AND src_key = ?",
+                [(json.dumps(list(f)), src_folder, k) for k, f in flags_by_key.items()])
+
+
+__all__ = ["JobState", "Placement", "default_state_dir", "job_path"]

@@ -1,0 +1,129 @@
+"""`mailmigrate restore` against the real Dovecot: fidelity, idempotence, pre-existing mail."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from cli_helpers import PASSWORD_ENV, backup_args, cli_env, imap_url, run_cli
+from seeding import append, create_folder, imap_login
+from test_backup import ARCHIVE_KINDS, DATES, seed_rich_account, server_state
+
+
+def restore_args(archive: Path | str, server, user, *extra: str) -> list[str]:
+    return ["restore", str(archive), imap_url(server, user), "--password-env", PASSWORD_ENV, *extra]
+
+
+def state_env(tmp_path: Path, password: str) -> dict[str, str]:
+    """The CLI's environment with its state directory inside the test's tmp dir."""
+    return cli_env(password, XDG_STATE_HOME=str(tmp_path / "xdg-state"))
+
+
+def placed(state: dict) -> dict[str, Counter]:
+    """{folder: multiset of (bytes, flags, INTERNALDATE)}: what a folder holds, UIDs aside."""
+    return {name: Counter(box.values()) for name, box in state.items() if box}
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_KINDS)
+def test_backup_then_restore_is_exact_and_idempotent(dovecot, tmp_path, kind):
+    a, b = dovecot.add_user(), dovecot.add_user()
+    total = seed_rich_account(dovecot, a)
+    archive = tmp_path / kind
+    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    env = state_env(tmp_path, b.password)
+    first = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    assert first.code == 0, first.err
+    summary = first.json()
+    assert summary["new_messages"] == total and summary["message_errors"] == []
+    assert set(summary["folders_created"]) >= {"A/B/C", "Forschung & Entwicklung", "日本語"}
+    before = server_state(dovecot, a)
+    after = server_state(dovecot, b)
+    # Every folder: the same BODY[] bytes, flags (keywords too) and INTERNALDATE instants.
+    assert placed(after) == placed(before)
+    assert any(len(raw) > 3_000_000 for box in after.values() for raw, _, _ in box.values())
+    # A second run appends nothing and changes nothing.
+    again = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    assert again.code == 0, again.err
+    assert again.json()["new_messages"] == 0 and again.json()["found_on_destination"] == 0
+    assert server_state(dovecot, b) == after
+    # verify agrees: archive vs B, and A vs B
+    assert run_cli("verify", str(archive), imap_url(dovecot, b), "--password-env", PASSWORD_ENV,
+                   env=env).code == 0
+    both = run_cli("verify", imap_url(dovecot, a), imap_url(dovecot, b), "--password-env", "PW_A",
+                   "--dest-password-env", PASSWORD_ENV, env={**env, "PW_A": a.password})
+    assert both.code == 0, both.out + both.err
+
+
+def test_restore_skips_what_is_already_there_but_not_impostors(dovecot, tmp_path):
+    a, b = dovecot.add_user(), dovecot.add_user()
+    msgs = [f"Message-ID: <m{i}@t>\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode() for i in range(6)]
+    nomsgid = b"Subject: no id\r\nFrom: x@y\r\n\r\nno message-id here\r\n"
+    client = imap_login(dovecot, a)
+    create_folder(client, "Work")
+    for raw in msgs:
+        append(client, "Work", raw, ("\\Seen",), DATES[1])
+    append(client, "Work", nomsgid, (), DATES[2])
+    client.logout()
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    # B got part of it by hand earlier, plus a different message that reuses <m5@t>.
+    client = imap_login(dovecot, b)
+    create_folder(client, "Work")
+    for raw in msgs[:3]:
+        append(client, "Work", raw, ("\\Seen",), DATES[1])
+    append(client, "Work", nomsgid, (), DATES[2])
+    impostor = b"Message-ID: <m5@t>\r\nSubject: m5\r\n\r\nbody 5 but not the same\r\n"
+    assert len(impostor) != len(msgs[5])
+    same_size = b"Message-ID: <m4@t>\r\nSubject: m4\r\n\r\nbody X\r\n"
+    assert len(same_size) == len(msgs[4])
+    append(client, "Work", impostor, (), DATES[1])
+    append(client, "Work", same_size, (), DATES[1])
+    client.logout()
+    result = run_cli(*restore_args(archive, dovecot, b, "--json"), env=state_env(tmp_path, b.password))
+    assert result.code == 0, result.err
+    assert result.json()["found_on_destination"] == 4
+    assert result.json()["new_messages"] == 3
+    work = Counter(raw for raw, _, _ in server_state(dovecot, b, ["Work"])["Work"].values())
+    assert work == Counter([*msgs, nomsgid, impostor, same_size])
+
+
+def test_dry_run_lists_folders_and_counts_and_changes_nothing(dovecot, tmp_path):
+    a, b = dovecot.add_user(), dovecot.add_user()
+    client = imap_login(dovecot, a)
+    create_folder(client, "Projects/2024", parents=True)
+    for i in range(3):
+        append(client, "Projects/2024", f"Subject: p{i}\r\n\r\nx\r\n".encode(), (), DATES[1])
+    append(client, "INBOX", b"Subject: i\r\n\r\nx\r\n", (), DATES[1])
+    client.logout()
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    env = state_env(tmp_path, b.password)
+    dry = run_cli(*restore_args(archive, dovecot, b, "--dry-run"), env=env)
+    assert dry.code == 0, dry.err
+    assert "create folder Projects/2024" in dry.out
+    assert "append 3 messages" in dry.out and "total: 4 messages" in dry.out
+    as_json = run_cli(*restore_args(archive, dovecot, b, "--dry-run", "--json"), env=env).json()
+    assert as_json["dry_run"] and as_json["new_messages"] == 4
+    assert "Projects/2024" in as_json["folders_to_create"]
+    assert "Projects/2024" not in server_state(dovecot, b)
+    assert not (tmp_path / "xdg-state").exists() or not any((tmp_path / "xdg-state").rglob("*.sqlite"))
+
+
+def test_state_file_is_private_and_holds_no_secret(dovecot, tmp_path):
+    a, b = dovecot.add_user(), dovecot.add_user()
+    client = imap_login(dovecot, a)
+    append(client, "INBOX", b"Message-ID: <s@t>\r\nSubject: s\r\n\r\nx\r\n", (), DATES[1])
+    client.logout()
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    state = tmp_path / "job" / "state.sqlite"
+    result = run_cli(*restore_args(archive, dovecot, b, "--state", str(state)),
+                     env=state_env(tmp_path, b.password))
+    assert result.code == 0, result.err
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert state.parent.stat().st_mode & 0o777 == 0o700
+    assert b.password.encode() not in state.read_bytes()
+    conn = sqlite3.connect(state)
+    assert conn.execute("SELECT state, COUNT(*) FROM placements GROUP BY state").fetchall() == [("done", 1)]
