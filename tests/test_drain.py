@@ -73,6 +73,9 @@ def archived(archive: Path) -> list[tuple[str, bytes]]:
     if archive.suffix == ".sqlite":
         conn = sqlite3.connect(archive)
         try:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if "folder_messages" not in tables:  # killed before the schema was written
+                return []
             return [(k, bytes(raw)) for k, raw in conn.execute(
                 "SELECT fm.uidl, m.raw FROM folder_messages fm JOIN messages m"
                 " ON m.id = fm.message_id JOIN folders f ON f.id = fm.folder_id"
@@ -81,6 +84,15 @@ def archived(archive: Path) -> list[tuple[str, bytes]]:
             conn.close()
     from migrate.stores.mbox_archive import MboxArchive
 
+    index = archive / ".mailmigrate" / "index.sqlite"
+    if not index.exists():
+        return []  # killed before the index was created
+    conn = sqlite3.connect(index)
+    try:
+        if "messages" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}:
+            return []  # killed before the schema was committed
+    finally:
+        conn.close()
     store = MboxArchive(archive, readonly=True)
     try:
         folders = {f.name: f for f in store.list_folders()}
@@ -299,7 +311,7 @@ def test_kill9_loop_exactly_once_and_nothing_lost(dovecot, account, tmp_path, ki
         extra = ("--delete",) if rng.random() < 0.5 else ()
         with_delete += bool(extra)
         proc = start_drain(dovecot, account, archive, *extra)
-        time.sleep(rng.uniform(0.3, 1.3))
+        time.sleep(rng.uniform(0.25, 0.9))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
