@@ -1,0 +1,177 @@
+"""`mailmigrate copy` IMAP -> IMAP against real Dovecots: fidelity, '.' separator, special use,
+incremental re-runs, and exactly once under kill -9."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dovecot as dovecot_module
+import pytest
+from cli_helpers import PASSWORD_ENV, cli_env, imap_url, run_cli
+from seeding import append, bulk_append, create_folder, imap_login, seed_message
+from test_backup import DATES, seed_rich_account, server_state
+from test_restore import placed
+
+SOURCE_PW = "MM_SOURCE_PASSWORD"
+
+
+def copy_args(server_a, a, server_b, b, *extra: str) -> list[str]:
+    return ["copy", imap_url(server_a, a), imap_url(server_b, b), "--password-env", SOURCE_PW,
+            "--dest-password-env", PASSWORD_ENV, *extra]
+
+
+def copy_env(tmp_path: Path, a, b) -> dict[str, str]:
+    return cli_env(b.password, **{SOURCE_PW: a.password, "XDG_STATE_HOME": str(tmp_path / "xdg")})
+
+
+@pytest.fixture(scope="module")
+def dovecot_sent():
+    """A Dovecot whose \\Sent folder is called "Sent" (the shared ones call it "Gesendet")."""
+    saved = dovecot_module.SPECIAL_USE
+    dovecot_module.SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
+                                  "Junk": "\\Junk", "Archive": "\\Archive"}
+    try:
+        server = dovecot_module.DovecotServer("/")
+    finally:
+        dovecot_module.SPECIAL_USE = saved
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_copy_is_exact_then_incremental(dovecot, tmp_path):
+    a, c = dovecot.add_user(), dovecot.add_user()
+    total = seed_rich_account(dovecot, a)
+    env = copy_env(tmp_path, a, c)
+    first = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    assert first.code == 0, first.err
+    assert first.json()["new_messages"] == total
+    assert placed(server_state(dovecot, c)) == placed(server_state(dovecot, a))
+    # A second copy changes nothing, and skips every folder after one STATUS.
+    again = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    assert again.code == 0, again.err
+    assert again.json()["new_messages"] == 0
+    assert all(f["unchanged"] for f in again.json()["per_folder"])
+    # New mail and a flag change at the source are carried over by the next run.
+    client = imap_login(dovecot, a)
+    append(client, "INBOX", b"Message-ID: <later@t>\r\nSubject: later\r\n\r\nx\r\n",
+           ("$Later",), DATES[3])
+    client.select_folder("INBOX")
+    first_uid = min(client.search(["ALL"]))
+    client.add_flags([first_uid], ["\\Flagged", "$Important"])
+    client.logout()
+    third = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    assert third.code == 0, third.err
+    assert third.json()["new_messages"] == 1 and third.json()["flags_updated"] == 1
+    assert placed(server_state(dovecot, c)) == placed(server_state(dovecot, a))
+
+
+def test_copy_to_dot_separator_server_maps_the_tree(dovecot, dovecot_dot, tmp_path):
+    a, d = dovecot.add_user(), dovecot_dot.add_user()
+    client = imap_login(dovecot, a)
+    for name in ("A/B/C", "v1.2", "v1.2/notes", "日本語/Ünter"):
+        create_folder(client, name, parents=True)
+    expected: dict[str, list[tuple[bytes, tuple[str, ...]]]] = {}
+    for i, name in enumerate(["INBOX", "A/B/C", "v1.2", "v1.2/notes", "日本語/Ünter", "Gesendet"]):
+        raw = f"Message-ID: <d{i}@t>\r\nSubject: {name}\r\n\r\nin {name}\r\n".encode()
+        flags = ("\\Seen", "$Forwarded") if i % 2 else ("\\Flagged",)
+        append(client, name, raw, flags, DATES[i % len(DATES)])
+        expected.setdefault(name, []).append((raw, tuple(sorted(flags))))
+    client.logout()
+    result = run_cli(*copy_args(dovecot, a, dovecot_dot, d, "--json"), env=copy_env(tmp_path, a, d))
+    assert result.code == 0, result.err
+    renamed = {r["from"]: r["to"] for r in result.json()["folders_renamed"]}
+    assert renamed == {"v1.2": "v1_2", "v1.2/notes": "v1_2/notes"}
+    source = server_state(dovecot, a)
+    dest = server_state(dovecot_dot, d)
+    mapping = {"v1.2": "v1_2", "v1.2/notes": "v1_2/notes"}
+    for name, box in source.items():
+        if box:
+            assert Counter(box.values()) == Counter(dest[mapping.get(name, name)].values()), name
+    client = imap_login(dovecot_dot, d)
+    raw_names = {n for _, _, n in client.list_folders()}
+    client.logout()
+    assert {"A.B.C", "v1_2.notes", "日本語.Ünter"} <= raw_names
+
+
+def test_gesendet_lands_in_destination_sent(dovecot, dovecot_sent, tmp_path):
+    a, d = dovecot.add_user(), dovecot_sent.add_user()
+    client = imap_login(dovecot, a)
+    create_folder(client, "Gesendet/2019")
+    sent = b"Message-ID: <sent@t>\r\nSubject: sent\r\n\r\nsent mail\r\n"
+    old = b"Message-ID: <old@t>\r\nSubject: old\r\n\r\nsent in 2019\r\n"
+    draft = b"Message-ID: <draft@t>\r\nSubject: draft\r\n\r\nunfinished\r\n"
+    append(client, "Gesendet", sent, ("\\Seen",), DATES[2])
+    append(client, "Gesendet/2019", old, ("\\Seen",), DATES[1])
+    append(client, "Entwürfe", draft, ("\\Draft",), DATES[3])
+    client.logout()
+    env = copy_env(tmp_path, a, d)
+    dry = run_cli(*copy_args(dovecot, a, dovecot_sent, d, "--dry-run"), env=env)
+    assert dry.code == 0, dry.err
+    assert "from Gesendet to Sent" in dry.out and "create folder Sent/2019" in dry.out
+    result = run_cli(*copy_args(dovecot, a, dovecot_sent, d, "--json"), env=env)
+    assert result.code == 0, result.err
+    assert result.json()["folder_map"]["Gesendet"] == "Sent"
+    state = server_state(dovecot_sent, d)
+    assert [raw for raw, _, _ in state["Sent"].values()] == [sent]
+    assert [raw for raw, _, _ in state["Sent/2019"].values()] == [old]
+    assert [raw for raw, _, _ in state["Drafts"].values()] == [draft]
+    assert "Gesendet" not in state and "Entwürfe" not in state
+    # verify pairs the folders the same way
+    check = run_cli("verify", imap_url(dovecot, a), imap_url(dovecot_sent, d), "--password-env",
+                    SOURCE_PW, "--dest-password-env", PASSWORD_ENV, env=env)
+    assert check.code == 0, check.out + check.err
+    assert "OK    Sent (from Gesendet): 1 messages" in check.out
+
+
+@pytest.mark.slow
+def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path):
+    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    a, c = dovecot.add_user(), dovecot.add_user()
+    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    client = imap_login(dovecot, a)
+    for name in folders[1:]:
+        create_folder(client, name, parents=True)
+    counter = 0
+
+    def add_mail(n: int) -> None:
+        nonlocal counter
+        for name in folders:
+            batch = [seed_message(counter + i, rng.choice([600, 5_000, 40_000]), tag=name[:4])
+                     for i in range(n)]
+            counter += n
+            bulk_append(client, name, batch)
+
+    add_mail(250)
+    env = copy_env(tmp_path, a, c)
+    args = [sys.executable, "-m", "migrate", *copy_args(dovecot, a, dovecot, c, "--quiet")]
+    kills = attempts = 0
+    while kills < 12 and attempts < 80:
+        attempts += 1
+        if attempts > 1:
+            add_mail(60)
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
+    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    client.logout()
+    final = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    assert final.code == 0, f"seed {seed}: {final.err}"
+    source, dest = server_state(dovecot, a, folders), server_state(dovecot, c, folders)
+    assert sum(len(v) for v in source.values()) == counter
+    for name in folders:
+        assert Counter(dest[name].values()) == Counter(source[name].values()), f"seed {seed}: {name}"
