@@ -301,3 +301,21 @@ def test_flag_changes_without_condstore_use_a_flags_only_fetch(dovecot, account,
         assert b"BODY[" not in proxy.transcript_from_server
     client.logout()
     assert_archive_matches_server(tmp_path / "a.sqlite", server_state(dovecot, account, ["INBOX"]))
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_KINDS)
+def test_dry_run_on_an_existing_archive_counts_only_new_mail(dovecot, account, tmp_path, kind):
+    client = imap_login(dovecot, account)
+    create_folder(client, "Later")
+    append(client, "INBOX", b"Subject: one\r\n\r\n1\r\n", (), DATES[1])
+    archive = tmp_path / kind
+    assert run_cli(*backup_args(dovecot, account, archive), password=account.password).code == 0
+    append(client, "INBOX", b"Subject: two\r\n\r\n2\r\n", (), DATES[1])
+    append(client, "Later", b"Subject: three\r\n\r\n3\r\n", (), DATES[1])
+    client.logout()
+    before = archive_contents(archive)
+    dry = run_cli(*backup_args(dovecot, account, archive, "--dry-run", "--json"),
+                  password=account.password)
+    assert dry.code == 0, dry.err
+    assert dry.json()["new_messages"] == 2
+    assert archive_contents(archive) == before, "a dry run must not write"

@@ -488,6 +488,12 @@ class MboxArchive:
         UIDVALIDITY costs a rescan but never a duplicate.
         """
         with self._mutex:
+            if self.readonly:  # a dry run looks, never writes
+                found = self._folder_row(folder.name)
+                if found is None or (status.uidvalidity is not None
+                                     and found.uidvalidity not in (None, status.uidvalidity)):
+                    return FolderCheckpoint(uidvalidity=status.uidvalidity)
+                return self._read_checkpoint(found.id)
             row = self._ensure_folder(folder)
             self._recover(row)
             new = status.uidvalidity

@@ -159,12 +159,15 @@ class SqliteArchive:
 
     # -- destination side ----------------------------------------------------------
     def _folder_id(self, folder: Folder) -> int:
+        """The folder's row id, created on first use; -1 for an unknown folder when read-only."""
         fid = self._folder_ids.get(folder.name)
         if fid is not None:
             return fid
         row = self.conn.execute(
             "SELECT id FROM folders WHERE account = ? AND name = ?", (self.account, folder.name)
         ).fetchone()
+        if self.readonly:  # a dry run looks, never writes
+            return int(row[0]) if row is not None else -1
         if row is None:
             with self.conn:
                 cur = self.conn.execute(
@@ -187,10 +190,14 @@ class SqliteArchive:
 
     def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
         fid = self._folder_id(folder)
+        if fid < 0:
+            return FolderCheckpoint()
         uidvalidity, uidnext, modseq, partial = self.conn.execute(
             "SELECT uidvalidity, uidnext, highestmodseq, partial FROM folders WHERE id = ?",
             (fid,)).fetchone()
         if status.uidvalidity is not None and uidvalidity != status.uidvalidity:
+            if self.readonly:
+                return FolderCheckpoint(uidvalidity=status.uidvalidity)
             # New UIDVALIDITY (or first visit): old UIDs mean nothing now. Keep the
             # messages, detach their UIDs; add_messages re-attaches by content.
             with self.conn:
