@@ -127,3 +127,70 @@ def test_state_file_is_private_and_holds_no_secret(dovecot, tmp_path):
     assert b.password.encode() not in state.read_bytes()
     conn = sqlite3.connect(state)
     assert conn.execute("SELECT state, COUNT(*) FROM placements GROUP BY state").fetchall() == [("done", 1)]
+
+
+def _grow_archive(path: Path, folders: list[str], start: int, n: int, rng) -> int:
+    """Add n synthetic messages per folder straight into a SQLite archive (fast)."""
+    from seeding import seed_date, seed_message
+
+    from migrate.model import Folder, FolderStatus, Message
+    from migrate.stores.sqlite_archive import SqliteArchive
+
+    store = SqliteArchive(path)
+    try:
+        for name in folders:
+            folder = Folder(name=name, server_name=name)
+            store.checkpoint(folder, FolderStatus(uidvalidity=7, uidnext=None, messages=0))
+            msgs = [Message(key=str(start + i), uid=start + i,
+                            raw=seed_message(start + i, rng.choice([600, 5_000, 40_000]), tag=name[:4]),
+                            flags=("\\Seen",) if i % 3 else ("$Label1",),
+                            internaldate=seed_date(start + i)) for i in range(n)]
+            store.add_messages(folder, msgs)
+            start += n
+    finally:
+        store.close()
+    return start
+
+
+@pytest.mark.slow
+def test_restore_kill9_loop_ends_exactly_once(dovecot, tmp_path):
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli_helpers import sqlite_folder_contents
+
+    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    b = dovecot.add_user()
+    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    archive = tmp_path / "big.sqlite"
+    counter = _grow_archive(archive, folders, 1, 300, rng)
+    env = state_env(tmp_path, b.password)
+    args = [sys.executable, "-m", "migrate", *restore_args(archive, dovecot, b, "--quiet")]
+    kills = attempts = 0
+    while kills < 12 and attempts < 80:
+        attempts += 1
+        if attempts > 1:
+            counter = _grow_archive(archive, folders, counter, 60, rng)
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
+    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    final = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    assert final.code == 0, f"seed {seed}: {final.err}"
+    archived = sqlite_folder_contents(archive)
+    dest = server_state(dovecot, b, folders)
+    assert sum(len(v) for v in archived.values()) == counter - 1
+    for name in folders:
+        want = Counter((raw, tuple(sorted(flags)), idate) for raw, flags, idate in archived[name].values())
+        assert Counter(dest[name].values()) == want, f"seed {seed}: {name}"
