@@ -194,3 +194,47 @@ def test_restore_kill9_loop_ends_exactly_once(dovecot, tmp_path):
     for name in folders:
         want = Counter((raw, tuple(sorted(flags)), idate) for raw, flags, idate in archived[name].values())
         assert Counter(dest[name].values()) == want, f"seed {seed}: {name}"
+
+
+def test_in_doubt_appends_are_looked_up_not_repeated(dovecot, tmp_path):
+    """The two crash windows, made deterministic by editing the state file between runs."""
+    a, b = dovecot.add_user(), dovecot.add_user()
+    client = imap_login(dovecot, a)
+    msgs = [f"Message-ID: <d{i}@t>\r\nSubject: d{i}\r\n\r\nbody {i}\r\n".encode() for i in range(5)]
+    twins = [b"Subject: twin\r\n\r\nsame bytes twice\r\n"] * 2  # no Message-ID, identical
+    for raw in [*msgs, *twins]:
+        append(client, "INBOX", raw, ("\\Seen",), DATES[1])
+    client.logout()
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    state = tmp_path / "state.sqlite"
+    env = state_env(tmp_path, b.password)
+    args = restore_args(archive, dovecot, b, "--state", str(state), "--json")
+    assert run_cli(*args, env=env).json()["new_messages"] == 7
+    # Window 1: APPENDed but killed before "done" was recorded.
+    conn = sqlite3.connect(state)
+    with conn:
+        conn.execute("UPDATE placements SET state = 'doubt', dest_uid = NULL")
+    again = run_cli(*args, env=env)
+    assert again.code == 0, again.err
+    assert again.json()["new_messages"] == 0 and again.json()["in_doubt_resolved"] == 7
+    inbox = server_state(dovecot, b, ["INBOX"])["INBOX"]
+    assert Counter(raw for raw, _, _ in inbox.values()) == Counter([*msgs, *twins])
+    assert conn.execute("SELECT COUNT(DISTINCT dest_uid) FROM placements WHERE state = 'done'"
+                        ).fetchone()[0] == 7
+    # Window 2: "in doubt" committed, killed before the APPEND reached the server.
+    client = imap_login(dovecot, b)
+    client.select_folder("INBOX")
+    gone = sorted(client.search(["ALL"]))[:2]
+    client.delete_messages(gone)
+    client.expunge()
+    client.logout()
+    with conn:
+        conn.execute("UPDATE placements SET state = 'doubt', dest_uid = NULL WHERE dest_uid IN (?, ?)",
+                      gone)
+    conn.close()
+    third = run_cli(*args, env=env)
+    assert third.code == 0, third.err
+    assert third.json()["new_messages"] == 2
+    inbox = server_state(dovecot, b, ["INBOX"])["INBOX"]
+    assert Counter(raw for raw, _, _ in inbox.values()) == Counter([*msgs, *twins])
