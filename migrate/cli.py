@@ -9,6 +9,7 @@ other than backup and ls live in ``migrate/cmd_*.py`` and are registered below.
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -158,4 +159,7 @@ COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore"]
 
 def main() -> None:
     register_commands()
+    # Everything imported so far lives for the whole run: keep the cyclic GC
+    # from re-scanning it on every collection (measurable on big transfers).
+    gc.freeze()
     app()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from email.message import Message as EmailMessage
 
 # Past this much text per message the index gains little and costs time.
-MAX_BODY_TEXT = 128 * 1024
+MAX_BODY_TEXT = 64 * 1024
 # How much of a multipart message the stdlib parser sees (line by line, slow).
 MAX_MULTIPART_PARSE = 128 * 1024
 
