@@ -333,3 +333,18 @@ def test_kill9_loop_exactly_once_and_nothing_lost(dovecot, account, tmp_path, ki
     assert len(rows) == len({k for k, _ in rows}) == counter, f"seed {seed}"
     assert Counter(raw for _, raw in rows) == Counter(sent.keys()), f"seed {seed}"
     assert server_by_uidl(dovecot, account) == {}
+
+
+def test_drain_memory_does_not_grow_with_the_maildrop(dovecot, tmp_path):
+    """Peak RSS follows the largest message and the batch size, not the maildrop."""
+    from test_crash_safety import assert_flat, peak_rss_kb, seed_for_memory
+
+    peaks: dict[tuple[str, int], int] = {}
+    for count in (200, 2000):
+        user = seed_for_memory(dovecot, count)
+        for kind in ("archive.sqlite", "tree"):
+            peaks[kind, count] = peak_rss_kb(
+                drain_args(dovecot, user, tmp_path / f"{count}-{kind}", "--quiet"),
+                cli_env(user.password))
+    print(f"drain peak RSS (KiB): {peaks}")
+    assert_flat(peaks)

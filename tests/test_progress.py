@@ -78,3 +78,35 @@ def test_engine_reports_through_the_reporter_protocol(dovecot, account, tmp_path
     advanced = sum(n for kind, value in reporter.events if kind == "advance" for n in [value[0]])
     assert advanced == 3
     assert ("folder_start", "INBOX") in reporter.events
+
+
+def test_password_prompt_on_a_tty(dovecot, account, tmp_path):
+    """No --password-* option on a terminal: ask, without echo, and never print it."""
+    import pty
+
+    from cli_helpers import imap_url
+
+    seed(dovecot, account, 1)
+    archive = tmp_path / "a.sqlite"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the CLI on the terminal, as a user would start it
+        os.execvpe(sys.executable, [sys.executable, "-m", "migrate", "backup",
+                                    imap_url(dovecot, account), str(archive), "--quiet"],
+                   cli_env())
+    screen = b""
+    while b"password for" not in screen:
+        screen += os.read(fd, 1024)
+    os.write(fd, account.password.encode() + b"\n")
+    while True:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:
+            break
+        if not data:
+            break
+        screen += data
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert account.password.encode() not in screen, "the password must not be echoed"
+    assert archive.exists()
