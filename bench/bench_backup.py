@@ -38,14 +38,18 @@ def sizes(n: int, total_mb: float, rng: random.Random) -> list[int]:
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:
+    """Wall time and the CLI's own peak RSS (KiB, VmHWM via tests/rss_probe.py)."""
+    rss_file = Path(tempfile.mkstemp(prefix="mmrss")[1])
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "migrate", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "rss_probe.py"), *args],
+                          env={**env, "MM_RSS_FILE": str(rss_file)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     took = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(proc.stderr.read().decode() if proc.stderr else "backup failed")
-    return took, int(usage.ru_maxrss)
+    if done.returncode != 0:
+        raise SystemExit(done.stderr.decode())
+    peak = int(rss_file.read_text())
+    rss_file.unlink()
+    return took, peak
 
 
 def main() -> None:
