@@ -154,7 +154,7 @@ def register_commands() -> None:
 
 
 # One entry per command module (``migrate/cmd_*.py``); add yours here.
-COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore"]
+COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore", "migrate.cmd_browse"]
 
 
 def main() -> None:

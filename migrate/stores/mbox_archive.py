@@ -832,6 +832,24 @@ class MboxArchive:
                                  internaldate=datetime.fromisoformat(idate) if idate else None)
             after = int(page[-1][0])
 
+    def folder_of_key(self, key: str) -> Folder | None:
+        """The folder holding index row ``key`` (a :meth:`message_refs` key), or None.
+
+        Lets ``show ID`` find a message from the ID alone.
+        """
+        if not key.isdigit():
+            return None
+        with self._mutex, self._db():
+            row = self._db_conn().execute(
+                "SELECT f.name, f.server_name, f.delimiter, f.special_use, f.selectable"
+                " FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.id = ?",
+                (int(key),)).fetchone()
+        if row is None:
+            return None
+        name, server, delim, su, sel = row
+        return Folder(name=name, server_name=server or name, delimiter=delim, special_use=su,
+                      selectable=bool(sel))
+
     def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
         """The messages for ``keys`` from :meth:`message_refs`, sha256-verified, one at a time."""
         with self._mutex:

@@ -406,6 +406,18 @@ class SqliteArchive:
                                  internaldate=_parse_iso(idate))
             after = int(page[-1][0])
 
+    def folder_of_key(self, key: str) -> Folder | None:
+        """The folder holding placement ``key`` (a :meth:`message_refs` key), or None.
+
+        Lets ``show ID`` find a message from the ID alone, as ``search`` prints it.
+        """
+        if not key.isdigit():
+            return None
+        row = self.conn.execute(
+            "SELECT f.name, f.delimiter, f.special_use, f.selectable FROM folder_messages fm"
+            " JOIN folders f ON f.id = fm.folder_id WHERE fm.id = ?", (int(key),)).fetchone()
+        return self._folder_from_row(row) if row is not None else None
+
     def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
         """The messages for ``keys`` from :meth:`message_refs`, one row in memory at a time."""
         fid = self._folder_row_id(folder)
