@@ -154,7 +154,8 @@ def register_commands() -> None:
 
 
 # One entry per command module (``migrate/cmd_*.py``); add yours here.
-COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore", "migrate.cmd_browse"]
+COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore", "migrate.cmd_browse",
+                              "migrate.cmd_jobs"]
 
 
 def main() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import getpass
 import ipaddress
+import json
 import os
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -21,6 +23,8 @@ from migrate.errors import AuthError, UsageError
 
 DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
 TLS_MODES = ("implicit", "starttls", "none")
+#: ``?auth=``: "password" (LOGIN / USER+PASS / PLAIN) or an OAuth2 SASL mechanism.
+AUTH_MODES = ("password", "xoauth2", "oauthbearer")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,8 @@ class Endpoint:
     tls: str
     cafile: str | None = None
     insecure: bool = False
+    auth: str = "password"
+    provider: str | None = None
 
     @property
     def protocol(self) -> str:
@@ -54,8 +60,14 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_endpoint(url: str, *, insecure: bool = False, cafile: str | None = None,
-                   protocols: tuple[str, ...] = ("imap",)) -> Endpoint:
-    """Parse and validate ``imap[s]://user@host[:port][?tls=none]`` (or pop3[s]://)."""
+                   protocols: tuple[str, ...] = ("imap",), provider: str | None = None) -> Endpoint:
+    """Parse and validate ``imap[s]://user@host[:port][?tls=none]`` (or pop3[s]://).
+
+    The host may be left to a provider preset: ``imaps://me@gmx.de`` names an
+    address domain that a preset claims, so the server becomes imap.gmx.net and
+    the user me@gmx.de; ``provider`` (``--provider``, or ``?provider=`` in the
+    URL) picks the preset for an address on the user's own domain.
+    """
     try:
         parts = urlsplit(url)
         port_value = parts.port
@@ -79,23 +91,54 @@ def parse_endpoint(url: str, *, insecure: bool = False, cafile: str | None = Non
     if not user:
         raise UsageError(f"bad URL {url!r}: no user name; expected e.g. {scheme}://user@{host}")
     query = parse_qs(parts.query, keep_blank_values=True)
-    unknown = set(query) - {"tls"}
+    unknown = set(query) - {"tls", "auth", "provider"}
     if unknown:
-        raise UsageError(f"bad URL {url!r}: unknown parameter {sorted(unknown)[0]!r}; only ?tls=none")
+        raise UsageError(f"bad URL {url!r}: unknown parameter {sorted(unknown)[0]!r}; "
+                         "known: tls, auth, provider")
     tls = "implicit" if scheme.endswith("s") else "starttls"
     if "tls" in query:
         value = query["tls"][-1].lower()
         if value not in ("none", "starttls", "implicit"):
             raise UsageError(f"bad URL {url!r}: tls must be none, starttls or implicit")
         tls = value
+    auth = query["auth"][-1].lower() if "auth" in query else "password"
+    if auth not in AUTH_MODES:
+        raise UsageError(f"bad URL {url!r}: auth must be one of {', '.join(AUTH_MODES)}")
     if tls == "none" and not (is_loopback(host) or insecure):
         raise UsageError(
             f"refusing plaintext (tls=none) to non-loopback host {host}: the password would "
             "cross the network unencrypted; drop ?tls=none, or add --insecure if you must"
         )
-    port = port_value or DEFAULT_PORTS[scheme]
+    provider = provider or (query["provider"][-1] if "provider" in query else None)
+    host, user, preset_port, provider = _resolve_host(scheme, host, user, tls, provider)
+    port = port_value or preset_port or DEFAULT_PORTS[scheme]
     return Endpoint(scheme=scheme, host=host, port=port, user=user, tls=tls,
-                    cafile=cafile, insecure=insecure)
+                    cafile=cafile, insecure=insecure, auth=auth, provider=provider)
+
+
+def _resolve_host(scheme: str, host: str, user: str, tls: str,
+                  provider: str | None) -> tuple[str, str, int | None, str | None]:
+    """(host, user, port or None, provider id) after applying a provider preset.
+
+    Without ``provider`` only a host that is a preset's address domain is
+    rewritten; a real server name passes through untouched, so an ordinary
+    URL never changes meaning. The port comes from the preset only when the
+    preset's TLS mode is the one the scheme asks for.
+    """
+    from migrate.profiles import get_profile, profile_for_domain
+
+    profile = get_profile(provider) if provider else profile_for_domain(host)
+    if profile is None:
+        return host, user, None, None
+    protocol = "pop3" if scheme.startswith("pop3") else "imap"
+    preset = profile.server(protocol)
+    if preset is None:
+        raise UsageError(f"provider {profile.name} offers no {protocol.upper()}; "
+                         f"use {'imaps' if protocol == 'pop3' else 'pop3s'}:// or another provider")
+    port = preset.port if preset.tls == tls else None
+    if preset.host is None or host.lower() == preset.host:
+        return host, user, port, profile.id
+    return preset.host, profile.login_name(user, host), port, profile.id
 
 
 @dataclass
@@ -106,7 +149,14 @@ class PasswordSource:
     file: Path | None = None
     command: str | None = None
     prompt_label: str = "password"
+    #: ``(service, username)`` in the system keyring (the optional ``keyring`` extra).
+    keyring: tuple[str, str] | None = None
+    #: A command printing an OAuth2 access token (or JSON with access_token and
+    #: expires_in); run again whenever the token is about to expire or was refused.
+    oauth2_command: str | None = None
     _cached: str | None = field(default=None, repr=False)
+    _token: str | None = field(default=None, repr=False)
+    _token_expires: float | None = field(default=None, repr=False)
 
     @classmethod
     def literal(cls, secret: str) -> PasswordSource:
@@ -118,12 +168,32 @@ class PasswordSource:
             self._cached = self._resolve()
         return self._cached
 
+    @property
+    def is_oauth2(self) -> bool:
+        return self.oauth2_command is not None
+
+    def oauth2_token(self, *, refresh: bool = False) -> str:
+        """The current access token; the command runs again when ``refresh`` is
+        asked (the server refused the token) or the token expires within a minute,
+        so a long run that reconnects after an hour logs in with a fresh one."""
+        if self.oauth2_command is None:
+            raise UsageError("no --oauth2-token-command given for an OAuth2 login")
+        expiring = self._token_expires is not None and time.monotonic() > self._token_expires - 60
+        if self._token is None or refresh or expiring:
+            self._token, lifetime = _run_token_command(self.oauth2_command)
+            self._token_expires = time.monotonic() + lifetime if lifetime is not None else None
+        return self._token
+
     def _resolve(self) -> str:
-        given = [x for x in (self.env, self.file, self.command) if x]
+        given = [x for x in (self.env, self.file, self.command, self.keyring) if x]
         if len(given) > 1:
             raise UsageError(
                 "give only one of --password-env, --password-file, --password-command"
             )
+        if self.keyring:
+            from migrate.credentials import keyring_get
+
+            return keyring_get(*self.keyring)
         if self.env:
             value = os.environ.get(self.env)
             if value is None:
@@ -161,4 +231,28 @@ class PasswordSource:
         )
 
 
-__all__ = ["TLS_MODES", "Endpoint", "PasswordSource", "is_loopback", "parse_endpoint"]
+def _run_token_command(command: str) -> tuple[str, float | None]:
+    """Run a token command: its output is a bare token, or JSON ``{"access_token":
+    …, "expires_in": seconds}`` as OAuth2 token endpoints (and oauth2l, gcloud…) print."""
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, timeout=120, check=False)
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"--oauth2-token-command failed to run: {exc}") from None
+    if done.returncode != 0:
+        raise AuthError(f"--oauth2-token-command exited with status {done.returncode}; "
+                        "check that it prints an access token")
+    text = done.stdout.decode("utf-8").strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+            token = str(data["access_token"])
+        except (ValueError, KeyError, TypeError):
+            raise AuthError("--oauth2-token-command printed JSON without access_token") from None
+        expires = data.get("expires_in")
+        return token, float(expires) if isinstance(expires, int | float) else None
+    if not text:
+        raise AuthError("--oauth2-token-command printed nothing; it must print an access token")
+    return text, None
+
+
+__all__ = ["AUTH_MODES", "TLS_MODES", "Endpoint", "PasswordSource", "is_loopback", "parse_endpoint"]

@@ -56,3 +56,15 @@ class MessageError(MailmigrateError):
     """One message or folder failed; the run goes on and ends with exit 1."""
 
     exit_code = EXIT_PARTIAL
+
+
+EXIT_JOB_RUNNING = 6
+
+
+class JobRunningError(MailmigrateError):
+    """``run NAME`` found the job's lock held: another run of it is still going.
+
+    Its own exit code, so cron/systemd wrappers can tell "skipped, the last
+    run is still busy" from a failure."""
+
+    exit_code = EXIT_JOB_RUNNING

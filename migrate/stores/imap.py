@@ -75,7 +75,7 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
                     "(or ?tls=none for a loopback test server)"
                 )
             client.starttls(context)
-        client.login(endpoint.user, password.get())
+        _login(client, endpoint, password)
     except LoginError as exc:
         _quiet_close(client)
         text = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
@@ -93,6 +93,33 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
         _quiet_close(client)
         raise ConnectError(f"connection to {where} failed during login: {exc}") from None
     return client
+
+
+def _login(client: imapclient.IMAPClient, endpoint: Endpoint, password: PasswordSource) -> None:
+    """LOGIN with a password, or SASL XOAUTH2 / OAUTHBEARER with an access token.
+
+    A refused token is most often an expired one (a reconnect an hour into a
+    run), so the token command runs once more and the login is tried again;
+    a second refusal is a real authentication failure.
+    """
+    if not password.is_oauth2 and endpoint.auth == "password":
+        client.login(endpoint.user, password.get())
+        return
+    if endpoint.auth == "password":  # token given, mechanism not: prefer the standard one
+        mech = "OAUTHBEARER" if client.has_capability("AUTH=OAUTHBEARER") else "XOAUTH2"
+    else:
+        mech = endpoint.auth.upper()
+    for attempt in (0, 1):
+        token = password.oauth2_token(refresh=attempt == 1)
+        try:
+            if mech == "OAUTHBEARER":
+                client.oauthbearer_login(endpoint.user, token)
+            else:
+                client.oauth2_login(endpoint.user, token)
+            return
+        except LoginError:
+            if attempt:
+                raise
 
 
 def _quiet_close(client: imapclient.IMAPClient) -> None:

@@ -306,7 +306,9 @@ class Pop3Session:
         if auth == "auto":
             auth = "plain" if "PLAIN" in self.caps.get("SASL", []) else "user"
         try:
-            if auth == "plain":
+            if password.is_oauth2 or self.endpoint.auth != "password":
+                self._oauth2_login(password)
+            elif auth == "plain":
                 token = base64.b64encode(b"\0" + user.encode() + b"\0" +
                                          password.get().encode("utf-8")).decode()
                 self.command(f"AUTH PLAIN {token}", "authenticating (AUTH PLAIN)")
@@ -330,6 +332,34 @@ class Pop3Session:
                                    f"({exc.text[:120]}); try again later") from None
             raise AuthError(f"authentication failed for {user} at {self.where} "
                             f"({exc.text[:120]}); check the user name and password") from None
+
+    def _oauth2_login(self, password: PasswordSource) -> None:
+        """SASL XOAUTH2 / OAUTHBEARER with an initial response; one retry with a
+        fresh token, because a refused token is most often an expired one."""
+        user = self.endpoint.user
+        mech = self.endpoint.auth.upper()
+        if mech == "PASSWORD":
+            mech = "OAUTHBEARER" if "OAUTHBEARER" in self.caps.get("SASL", []) else "XOAUTH2"
+        for attempt in (0, 1):
+            token = password.oauth2_token(refresh=attempt == 1)
+            if mech == "OAUTHBEARER":
+                payload = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+            else:
+                payload = f"user={user}\x01auth=Bearer {token}\x01\x01"
+            what = f"authenticating (AUTH {mech})"
+            self.wire.send(f"AUTH {mech} {base64.b64encode(payload.encode()).decode()}\r\n".encode())
+            line = self.wire.line(what)
+            if line.startswith(b"+ ") or line.rstrip() == b"+":
+                # An error challenge (JSON status): the client must answer it
+                # (an empty response; 0x01 for OAUTHBEARER) before the -ERR.
+                self.wire.send(b"AQ==\r\n" if mech == "OAUTHBEARER" else b"\r\n")
+                line = self.wire.line(what)
+            if line.startswith(b"+OK"):
+                return
+            if not line.startswith(b"-ERR"):
+                raise ProtocolError(f"{self.where} sent {line[:80]!r} while {what}")
+            if attempt:
+                raise Pop3ErrReply(line)
 
     def close(self, quit_: bool = True) -> bool:
         """End the session; with QUIT, True when the server confirmed it (deletions done)."""
