@@ -50,6 +50,8 @@ def open_archive(path: str, fmt: str | None = None, account: str = "",
     fmt = fmt or guess_format(path)
     if fmt not in FORMATS:
         raise UsageError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if not strip_prefix(path).strip():
+        raise UsageError(f"{path!r} names no directory; write maildir:DIR")
     location = Path(strip_prefix(path)).expanduser()
     if readonly and not location.exists():
         raise ArchiveError(f"archive {location} does not exist; check the path")
@@ -101,6 +103,9 @@ def open_export_destination(path: str, source_id: str, fmt: str | None = None,
     from migrate.stores import export_stores
 
     kind = export_format(path, fmt)
+    if not strip_prefix(path).strip():
+        raise UsageError(f"export destination {path!r} names no directory; "
+                         "write eml:DIR or maildir:DIR")
     location = Path(strip_prefix(path)).expanduser()
     if kind == "eml":
         return export_stores.EmlDirDestination(location, source_id, dry_run=dry_run)

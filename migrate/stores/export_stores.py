@@ -236,8 +236,9 @@ def maildir_info(flags: Sequence[str]) -> str:
 class MaildirStore(_NoUidDestination):
     """A Maildir++ tree: written by export, read by restore/ls/verify (KeyedArchiveReader).
 
-    A message's key is its file's unique name (what precedes ``:2,``); ours
-    are ``<ID>.mailmigrate``, so a re-run of an export skips what is there.
+    A message's key is its file's unique name (what precedes ``,S=`` and
+    ``:2,``); ours are ``<ID>.mailmigrate``, so a re-run of an export skips
+    what is there.
     """
 
     SUBDIRS: Final = ("cur", "new", "tmp")
@@ -281,7 +282,8 @@ class MaildirStore(_NoUidDestination):
                 with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                     for entry in os.scandir(base / d):
                         if entry.is_file() and not entry.name.startswith("."):
-                            found[entry.name.split(":", 1)[0]] = Path(entry.path)
+                            # The key is the unique part, without ":2,info" or ",S=size".
+                            found[entry.name.split(":", 1)[0].split(",", 1)[0]] = Path(entry.path)
             self._listing[folder.name] = found
         return found
 
