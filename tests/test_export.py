@@ -8,7 +8,7 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from cli_helpers import backup_args, run_cli
+from cli_helpers import backup_args, cli_env, run_cli
 from test_backup import seed_rich_account, server_state
 from test_restore import restore_args, state_env
 
@@ -174,6 +174,7 @@ def test_export_paths_cannot_leave_the_directory(tmp_path):
         where = dest.folder_dir(Folder(name)).resolve()
         assert where.is_relative_to((tmp_path / "eml").resolve()) and where != tmp_path / "eml"
     assert len({dest.folder_dir(Folder(n)) for n in ("a:b", "a_b", "A_B")}) == 3
+    assert dest.folder_dir(Folder("mailmigrate-export")).name != "mailmigrate-export"
     for name in ("..", "a/..", "日本語/v1.2", "Forschung & Entwicklung", "x/y/z"):
         dirname = maildir_dirname(name)
         assert dirname.startswith(".") and "/" not in dirname and dirname not in (".", "..")
@@ -199,3 +200,18 @@ def test_maildir_reader_lists_and_reads_what_it_wrote(tmp_path):
     got = list(reader.iter_messages(Folder("INBOX")))
     assert [(m.raw, m.flags, m.internaldate) for m in got] == [
         (msgs[0].raw, (), when), (msgs[1].raw, ("\\Seen",), when)]
+
+
+def test_formats_are_accepted_only_where_they_can_work(tmp_path):
+    """backup never writes a Maildir or eml tree; restore never reads an eml tree."""
+    env = {"MM_X": "pw"}
+    url = "imap://u@127.0.0.1:9?tls=none"
+    cases = [(2, ("backup", url, f"maildir:{tmp_path / 'm'}", "--password-env", "MM_X")),
+             (2, ("backup", url, f"eml:{tmp_path / 'e'}", "--password-env", "MM_X")),
+             (2, ("restore", f"eml:{tmp_path}", url, "--password-env", "MM_X")),
+             (5, ("ls", f"maildir:{tmp_path / 'none'}"))]
+    for code, args in cases:
+        result = run_cli(*args, env={**cli_env(), **env})
+        assert result.code == code, (args, result.err)
+        assert result.err.startswith("mailmigrate: error:") and "Traceback" not in result.err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "e").exists()

@@ -130,7 +130,8 @@ class EmlDirDestination(_NoUidDestination):
             raise UsageError(f"{self.root} exists and is not a directory; give a directory for eml:")
         _claim(self.root, source_id, dry_run)
         self._dirs: dict[str, Path] = {}
-        self._taken: set[str] = set()
+        # The marker file's name is taken: a folder of that name gets a suffixed directory.
+        self._taken: set[str] = {collision_key(MARKER + ".mbox")}
 
     def folder_dir(self, folder: Folder) -> Path:
         """The folder's directory: each level sanitised, collisions kept apart, never outside."""
