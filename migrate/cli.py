@@ -27,6 +27,7 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -61,6 +62,7 @@ def backup(
     password_env: PassEnvOpt = None,
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
+    oauth2_token_command: OAuth2Opt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     archive_format: FormatOpt = None,
@@ -77,7 +79,8 @@ def backup(
         options = TransferOptions(include=folder or (), exclude=exclude or (),
                                   since=parse_since(since), dry_run=dry_run)
         account = f"{endpoint.user}@{endpoint.host}"
-        password = password_source(endpoint, password_env, password_file, password_command)
+        password = password_source(endpoint, password_env, password_file, password_command,
+                                   oauth2_token_command)
         if dry_run and not Path(archive).expanduser().exists():
             from migrate.stores.empty import EmptyDestination
 

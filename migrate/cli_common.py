@@ -54,6 +54,9 @@ PassFileOpt = Annotated[Path | None, typer.Option(
     "--password-file", metavar="PATH", help="Read the password from this file (first line).")]
 PassCmdOpt = Annotated[str | None, typer.Option(
     "--password-command", metavar="CMD", help="Run this command; its output is the password.")]
+OAuth2Opt = Annotated[str | None, typer.Option(
+    "--oauth2-token-command", metavar="CMD",
+    help="OAuth2 (XOAUTH2/OAUTHBEARER): CMD prints an access token; run again when it expires.")]
 InsecureOpt = Annotated[bool, typer.Option(
     "--insecure", help="Allow ?tls=none (plaintext) to a host that is not loopback.")]
 CafileOpt = Annotated[Path | None, typer.Option(
@@ -111,8 +114,8 @@ def make_reporter(quiet: bool, as_json: bool) -> Reporter:
 
 
 def password_source(endpoint: Endpoint, env: str | None, file: Path | None,
-                    command: str | None) -> PasswordSource:
-    return PasswordSource(env=env, file=file, command=command,
+                    command: str | None, oauth2_command: str | None = None) -> PasswordSource:
+    return PasswordSource(env=env, file=file, command=command, oauth2_command=oauth2_command,
                           prompt_label=f"password for {endpoint.user}@{endpoint.host}")
 
 

@@ -43,7 +43,7 @@ from migrate.cli_common import (
 from migrate.engine import TransferOptions, transfer
 from migrate.errors import EXIT_OK, UsageError
 from migrate.progress import human_bytes
-from migrate.stores.base import KeyedArchiveReader
+from migrate.stores.base import KeyedArchiveReader, SourceStore
 
 FromOpt = Annotated[str | None, typer.Option(
     "--from", metavar="TEXT", help="Only messages whose From contains TEXT.")]
@@ -178,6 +178,9 @@ def export_cmd(
     archive_format: FormatOpt = None,
     dest_format: Annotated[str | None, typer.Option(
         "--dest-format", help="eml, mbox or maildir (default: from DEST).")] = None,
+    mbox_format: Annotated[str, typer.Option(
+        "--mbox-format", help="When ARCHIVE is one .mbox file: auto, mboxo, mboxrd or mboxcl2.")
+    ] = "auto",
     lock_wait: LockWaitOpt = 5.0,
 ) -> None:
     """Export messages to .eml files, one .mbox file or a Maildir, by folder and search filters."""
@@ -185,18 +188,32 @@ def export_cmd(
     def body() -> int:
         q = _query(query, from_addr, to_addr, subject, since, before, folder, exclude, fts)
         kind = export_format(dest, dest_format)
-        store = open_archive(archive, archive_format, readonly=True, lock_wait=lock_wait)
         identity = f"archive:{Path(strip_prefix(archive)).expanduser().resolve()}"
+        source: SourceStore
+        foreign = archive_format is None and archive.lower().endswith(".mbox")
+        if foreign:
+            # A single mbox file (ours, Thunderbird's, a Takeout) converts too; it has
+            # neither IDs nor an index, so only folder and --since filters apply.
+            from migrate.stores.foreign_mbox import ForeignMbox
+
+            if q.needs_index() or ids or q.before:
+                raise UsageError(f"{archive!r} is a single mbox file: export it by --folder "
+                                 "and --since only (search, --id and --before need an archive)")
+            store: Any = ForeignMbox(Path(archive).expanduser(), mbox_format)
+            source = store
+        else:
+            store = open_archive(archive, archive_format, readonly=True, lock_wait=lock_wait)
         try:
-            if not isinstance(store, KeyedArchiveReader):
-                raise UsageError(f"{archive!r} cannot be exported from")
-            keys: set[str] | None = None
-            if q.needs_index():
-                keys = {str(i) for i in matching_ids(require_sqlite(store, archive), q)}
-            if ids:
-                wanted = {i.strip() for i in ids}
-                keys = wanted if keys is None else keys & wanted
-            source = FilteredArchiveSource(store, identity, keys=keys, before=q.before)
+            if not foreign:
+                if not isinstance(store, KeyedArchiveReader):
+                    raise UsageError(f"{archive!r} cannot be exported from")
+                keys: set[str] | None = None
+                if q.needs_index():
+                    keys = {str(i) for i in matching_ids(require_sqlite(store, archive), q)}
+                if ids:
+                    wanted = {i.strip() for i in ids}
+                    keys = wanted if keys is None else keys & wanted
+                source = FilteredArchiveSource(store, identity, keys=keys, before=q.before)
             target = open_export_destination(dest, identity, dest_format, dry_run=dry_run)
             try:
                 options = TransferOptions(include=folder or (), exclude=exclude or (),

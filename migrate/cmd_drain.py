@@ -27,6 +27,7 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -171,6 +172,7 @@ def drain(
     password_env: PassEnvOpt = None,
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
+    oauth2_token_command: OAuth2Opt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     archive_format: FormatOpt = None,
@@ -191,7 +193,8 @@ def drain(
                                   cafile=str(cafile) if cafile else None, protocols=("pop3",))
         policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
         account = f"{endpoint.user}@{endpoint.host}"
-        password = password_source(endpoint, password_env, password_file, password_command)
+        password = password_source(endpoint, password_env, password_file, password_command,
+                                   oauth2_token_command)
         if dry_run and not Path(archive).expanduser().exists():
             from migrate.stores.empty import EmptyDestination
 

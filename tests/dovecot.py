@@ -236,7 +236,7 @@ ssl_key = <{d}/tls/server.key
 # tests also use unencrypted loopback connections (2.4 name: auth_allow_cleartext)
 disable_plaintext_auth = no
 # apop needs cleartext passwords in the passdb: we store {{PLAIN}}
-auth_mechanisms = plain login apop
+auth_mechanisms = plain login apop{oauth_mechs}
 auth_failure_delay = 0
 auth_verbose = yes
 
@@ -254,7 +254,7 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/passwd.d/%u
 }}
-userdb {{
+{oauth_passdb}userdb {{
   driver = passwd-file
   args = username_format=%u {d}/passwd.d/%u
 }}
@@ -301,6 +301,23 @@ service auth {{
 }}
 """
 
+# Opt-in (``oauth2_introspection_url``): SASL XOAUTH2 / OAUTHBEARER checked by
+# an RFC 7662 introspection endpoint. The passwd-file passdb stays first, so
+# password logins work as before; for a token it fails and this one decides.
+_OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  args = {path}
+}}
+"""
+_OAUTH2_CONF = """\
+introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+"""
+
 _MAILBOX = """\
   mailbox "{name}" {{
     special_use = {use}
@@ -333,6 +350,7 @@ class DovecotServer:
         tz: str | None = None,
         mail_fsync: str = "never",
         keep: bool | None = None,
+        oauth2_introspection_url: str | None = None,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' (Maildir LAYOUT=fs) or '.' (Maildir++)")
@@ -340,6 +358,7 @@ class DovecotServer:
         self.separator = separator
         self.tz = tz
         self.mail_fsync = mail_fsync
+        self.oauth2_introspection_url = oauth2_introspection_url
         self.host = HOST
         self.keep = bool(os.environ.get("MAILMIGRATE_KEEP_DOVECOT")) if keep is None else keep
         self.dir = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))
@@ -375,6 +394,12 @@ class DovecotServer:
             with contextlib.suppress(KeyError):
                 users += f"default_internal_group = {grp.getgrgid(os.getgid()).gr_name}\n"
         mailboxes = "".join(_MAILBOX.format(name=n, use=u) for n, u in SPECIAL_USE.items())
+        oauth_mechs = oauth_passdb = ""
+        if self.oauth2_introspection_url:
+            oauth_mechs = " xoauth2 oauthbearer"
+            oauth_conf = d / "dovecot-oauth2.conf.ext"
+            oauth_conf.write_text(_OAUTH2_CONF.format(url=self.oauth2_introspection_url))
+            oauth_passdb = _OAUTH2_PASSDB.format(path=oauth_conf)
         self.conf_path.write_text(
             _CONF.format(
                 d=d,
@@ -385,6 +410,8 @@ class DovecotServer:
                 layout=":LAYOUT=fs" if self.separator == "/" else "",
                 sep=self.separator,
                 mailboxes=mailboxes,
+                oauth_mechs=oauth_mechs,
+                oauth_passdb=oauth_passdb,
                 mail_fsync=self.mail_fsync,
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,

@@ -158,6 +158,17 @@ def test_export_from_mbox_tree_dry_run_and_errors(rich, tmp_path):
         assert len(box) == len(rich["state"]["INBOX"])
     finally:
         box.close()
+    # A single mbox file is a source too (by folder and --since): mbox -> Maildir.
+    # Without a '>>From ' line the framing cannot be told from mboxo: say it (documented).
+    md = tmp_path / "from-mbox"
+    summary = export(str(out), f"maildir:{md}", "--mbox-format", "mboxrd")
+    assert summary["new_messages"] == len(rich["state"]["INBOX"])
+    inbox_bodies = {raw.replace(b"\r\n", b"\n") for raw, _, _ in rich["state"]["INBOX"].values()
+                    if raw.endswith(b"\n")}
+    assert any(raw.startswith(b"From ") for raw in inbox_bodies)  # quoted in the file
+    assert inbox_bodies <= {p.read_bytes() for p in (md / "cur").iterdir()}
+    refused = run_cli("export", str(out), f"eml:{tmp_path / 'no'}", "--query", "x")
+    assert refused.code == 2 and "single mbox file" in refused.err
     # Words and header filters need the SQLite archive's index: exit 2 naming the fix.
     words = run_cli("export", tree, str(tmp_path / "x.mbox"), "--query", "invoice")
     assert words.code == 2 and "needs a SQLite archive" in words.err
