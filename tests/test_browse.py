@@ -174,3 +174,16 @@ def test_fts_expression_quotes_words():
     assert fts_expression('a-b "c" d*') == '"a-b" """c""" "d"*'
     assert fts_expression("  ") == ""
     assert fts_expression("x OR y", raw=True) == "x OR y"
+
+
+def test_show_never_fails_on_real_world_messages(corpus):
+    """Malformed headers, odd charsets, broken MIME: show still prints what it can."""
+    from migrate.browse import describe
+    from migrate.model import Folder, Message
+
+    with_body = 0
+    for name, raw in corpus:
+        shown = describe("1", Folder("INBOX"), Message(key="1", raw=raw))
+        assert shown.size == len(raw), name
+        with_body += bool(shown.body.strip())
+    assert with_body > len(corpus) * 0.8
