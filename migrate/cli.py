@@ -32,6 +32,8 @@ from migrate.cli_common import (
     PassEnvOpt,
     PassFileOpt,
     QuietOpt,
+    RetriesOpt,
+    RetryDelayOpt,
     SinceOpt,
     TimeoutOpt,
     app,
@@ -40,6 +42,7 @@ from migrate.cli_common import (
     make_reporter,
     parse_since,
     password_source,
+    retry_policy,
     run_guarded,
 )
 from migrate.endpoints import parse_endpoint
@@ -68,10 +71,13 @@ def backup(
     archive_format: FormatOpt = None,
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
+    retries: RetriesOpt = 5,
+    retry_delay: RetryDelayOpt = 1.0,
 ) -> None:
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
     def body() -> int:
+        from migrate.retry import RetryingSource
         from migrate.stores.imap import ImapSource
 
         endpoint = parse_endpoint(source, insecure=insecure,
@@ -89,9 +95,11 @@ def backup(
             dest = open_archive(archive, archive_format, account=account, readonly=dry_run,
                                 lock_wait=lock_wait)
         try:
-            src = ImapSource(endpoint, password, timeout=timeout)
+            reporter = make_reporter(quiet, as_json)
+            src = RetryingSource(ImapSource(endpoint, password, timeout=timeout),
+                                 retry_policy(retries, retry_delay), reporter)
             try:
-                result = transfer(src, dest, options, make_reporter(quiet, as_json))
+                result = transfer(src, dest, options, reporter)
             finally:
                 src.close()
         finally:

@@ -28,6 +28,7 @@ from migrate.errors import (
     UsageError,
 )
 from migrate.progress import LogReporter, NullReporter, Reporter, TqdmReporter
+from migrate.retry import RetryPolicy
 
 app = typer.Typer(
     name="mailmigrate",
@@ -66,6 +67,13 @@ FormatOpt = Annotated[str | None, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option(help="Network timeout in seconds.")]
 LockWaitOpt = Annotated[float, typer.Option(
     "--lock-wait", help="Seconds to wait for another run to release the archive.")]
+RetriesOpt = Annotated[int, typer.Option(
+    "--retries", min=0, metavar="N",
+    help="Reconnect up to N times in a row when a connection drops, resets or stalls "
+    "(0: stop at the first drop; the next run resumes).")]
+RetryDelayOpt = Annotated[float, typer.Option(
+    "--retry-delay", min=0.0, metavar="SECONDS",
+    help="First wait before reconnecting; doubled per attempt (with jitter), at most 30 s.")]
 
 
 def fail(exc: MailmigrateError) -> NoReturn:
@@ -94,6 +102,11 @@ def run_guarded(body: Callable[[], int]) -> None:
             raise typer.Exit(EXIT_ARCHIVE) from None
         raise
     raise typer.Exit(code)
+
+
+def retry_policy(retries: int, delay: float) -> RetryPolicy:
+    """The reconnect budget of one run (see :mod:`migrate.retry`)."""
+    return RetryPolicy(retries=retries, delay=delay)
 
 
 def parse_since(value: str | None) -> date | None:

@@ -32,11 +32,14 @@ from migrate.cli_common import (
     PassEnvOpt,
     PassFileOpt,
     QuietOpt,
+    RetriesOpt,
+    RetryDelayOpt,
     TimeoutOpt,
     app,
     emit_summary,
     exit_code_for,
     password_source,
+    retry_policy,
     run_guarded,
 )
 from migrate.endpoints import parse_endpoint
@@ -44,6 +47,7 @@ from migrate.engine import TransferOptions, transfer
 from migrate.errors import EXIT_PARTIAL, ConnectError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.progress import LogReporter, NullReporter, Reporter, human_bytes
+from migrate.retry import RetryingSource, retry_call
 
 if TYPE_CHECKING:
     from migrate.engine import FolderResult, TransferResult
@@ -178,6 +182,8 @@ def drain(
     archive_format: FormatOpt = None,
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
+    retries: RetriesOpt = 5,
+    retry_delay: RetryDelayOpt = 1.0,
 ) -> None:
     """Download a POP3 inbox into an archive; re-runs fetch only new UIDLs.
 
@@ -218,7 +224,10 @@ def drain(
                 if dry_run:
                     refs = list(src.list_new(INBOX, FolderCheckpoint()))
                     would = [r.key for r in dest.missing(INBOX, refs)]
-                result = transfer(src, dest, TransferOptions(dry_run=dry_run), reporter)
+                # Reconnects map the same UIDLs onto the new session's numbers;
+                # retention below then works on that (latest) session.
+                retrying = RetryingSource(src, retry_policy(retries, retry_delay), reporter)
+                result = transfer(retrying, dest, TransferOptions(dry_run=dry_run), reporter)
                 if src.broken or result.errors:
                     # The engine stopped early or the stream is out of step: delete nothing.
                     outcome = retention.RetentionOutcome(kept=src.listed_count)
@@ -226,8 +235,12 @@ def drain(
                         outcome.warnings.append("the download did not finish, so nothing was "
                                                 "deleted; run the same command again")
                 else:
-                    outcome = retention.apply(src, dest, policy, dry_run=dry_run,
-                                              would_archive=would)
+                    # A drop during DELE deleted nothing (marks die with the
+                    # session): reconnect, list again and delete what is archived.
+                    outcome = retry_call(
+                        retrying.policy, reporter, src, "deleting archived messages",
+                        lambda: retention.apply(src, dest, policy, dry_run=dry_run,
+                                                would_archive=would))
             finally:
                 src.close()
         finally:

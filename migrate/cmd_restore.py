@@ -28,12 +28,15 @@ from migrate.cli_common import (
     PassEnvOpt,
     PassFileOpt,
     QuietOpt,
+    RetriesOpt,
+    RetryDelayOpt,
     SinceOpt,
     TimeoutOpt,
     app,
     make_reporter,
     parse_since,
     password_source,
+    retry_policy,
     run_guarded,
 )
 from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
@@ -42,6 +45,7 @@ from migrate.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
 from migrate.progress import human_bytes
+from migrate.retry import RetryingDestination, RetryingSource, RetryPolicy
 from migrate.state import JobState, job_path
 from migrate.stores.base import SourceStore
 
@@ -121,7 +125,7 @@ def _run_to_imap(
     password: PasswordSource, *, folder: list[str] | None, exclude: list[str] | None,
     since: str | None, dry_run: bool, as_json: bool, quiet: bool, map_rules: list[str] | None,
     prefix: str, special_use: bool, state: Path | None, timeout: float, lock_wait: float,
-    extra: dict[str, Any],
+    extra: dict[str, Any], policy: RetryPolicy,
 ) -> int:
     """The shared body of restore and copy: state, destination, the engine, the report."""
     from migrate.stores.imap_writer import ImapDestination
@@ -137,8 +141,10 @@ def _run_to_imap(
                                special_use=special_use, dry_run=dry_run, reporter=reporter,
                                timeout=timeout)
         try:
+            if isinstance(source, RetryingSource):
+                source.reporter = reporter
             dest.plan(source.list_folders())
-            result = transfer(source, dest, options, reporter)
+            result = transfer(source, RetryingDestination(dest, policy, reporter), options, reporter)
             summary = dest.summary()
         finally:
             dest.close()
@@ -201,6 +207,8 @@ def restore(
     state: StateOpt = None,
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
+    retries: RetriesOpt = 5,
+    retry_delay: RetryDelayOpt = 1.0,
 ) -> None:
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
@@ -218,7 +226,7 @@ def restore(
                 "restore", source, source_id, endpoint, password, folder=folder, exclude=exclude,
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
-                lock_wait=lock_wait, extra=extra)
+                lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay))
         finally:
             source.close()
 
@@ -251,6 +259,8 @@ def copy(
     state: StateOpt = None,
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
+    retries: RetriesOpt = 5,
+    retry_delay: RetryDelayOpt = 1.0,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new."""
 
@@ -265,13 +275,14 @@ def copy(
         src_pw = password_source(src_ep, password_env, password_file, password_command)
         dst_pw = _dest_password(dst_ep, dest_password_env, dest_password_file,
                                 dest_password_command, (password_env, password_file, password_command))
-        src = ImapSource(src_ep, src_pw, timeout=timeout)
+        policy = retry_policy(retries, retry_delay)
+        src = RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
         try:
             return _run_to_imap(
                 "copy", src, src_ep.display(), dst_ep, dst_pw, folder=folder, exclude=exclude,
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
-                lock_wait=lock_wait, extra={"source": src_ep.display()})
+                lock_wait=lock_wait, extra={"source": src_ep.display()}, policy=policy)
         finally:
             src.close()
 

@@ -19,7 +19,7 @@ from datetime import date, datetime
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from migrate.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, MessageError
@@ -161,17 +161,32 @@ class ImapSource:
 
     def __init__(self, endpoint: Endpoint, password: PasswordSource, timeout: float = 60.0):
         self.endpoint = endpoint
+        self._password = password
+        self._timeout = timeout
         self.client = connect_imap(endpoint, password, timeout)
         caps = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
                 for c in self.client.capabilities()}
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
         self._selected: str | None = None
 
+    def reconnect(self) -> None:
+        """Drop the connection and log in afresh (for :mod:`migrate.retry`).
+
+        After a socket error imapclient's state is unknown (a half-read
+        response may sit in its buffer), so the old client is never reused:
+        a new one is made and the next call SELECTs its folder again.
+        """
+        _quiet_close(self.client)
+        self._selected = None
+        self.client = connect_imap(self.endpoint, self._password, self._timeout)
+
     # -- helpers ----------------------------------------------------------------
     def _select(self, folder: Folder) -> None:
         if self._selected != folder.server_name:
             try:
                 self.client.select_folder(folder.server_name, readonly=True)
+            except (IMAPClientAbortError, OSError):
+                raise self._guard(f"opening {folder.name!r}") from None
             except IMAPClientError as exc:
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
             self._selected = folder.server_name
@@ -189,10 +204,10 @@ class ImapSource:
             items.append("HIGHESTMODSEQ")
         try:
             st = self.client.folder_status(folder.server_name, items)
+        except (IMAPClientAbortError, OSError):
+            raise self._guard(f"reading the status of {folder.name!r}") from None
         except IMAPClientError as exc:
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
-        except OSError:
-            raise self._guard(f"reading the status of {folder.name!r}") from None
         modseq = st.get(b"HIGHESTMODSEQ")
         return FolderStatus(
             uidvalidity=int(st[b"UIDVALIDITY"]), uidnext=int(st[b"UIDNEXT"]),
@@ -208,16 +223,18 @@ class ImapSource:
             criteria += ["SINCE", since]
         try:
             uids = sorted(u for u in self.client.search(criteria) if u > checkpoint.last_uid)
+        except (IMAPClientAbortError, OSError):
+            raise self._guard(f"listing {folder.name!r}") from None
         except IMAPClientError as exc:
             raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
-        except OSError:
-            raise self._guard(f"listing {folder.name!r}") from None
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
                 sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
-            except OSError:
+            except (IMAPClientAbortError, OSError):
                 raise self._guard(f"listing {folder.name!r}") from None
+            except IMAPClientError as exc:
+                raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
             for uid in chunk:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
@@ -240,10 +257,10 @@ class ImapSource:
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
+        except (IMAPClientAbortError, OSError):
+            raise self._guard(f"reading flags of {folder.name!r}") from None
         except IMAPClientError as exc:
             raise MessageError(f"cannot read flags of {folder.name!r}: {exc}") from None
-        except OSError:
-            raise self._guard(f"reading flags of {folder.name!r}") from None
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
         self._select(folder)
@@ -253,7 +270,7 @@ class ImapSource:
         try:
             data: dict[int, dict[bytes, Any]] = self.client.fetch(
                 uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
-        except OSError:
+        except (IMAPClientAbortError, OSError):
             raise self._guard(f"fetching from {folder.name!r}") from None
         except IMAPClientError as exc:
             raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None

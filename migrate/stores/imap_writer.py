@@ -205,6 +205,8 @@ class ImapDestination:
         self.state = state
         self.dry_run = dry_run
         self.reporter = reporter or NullReporter()
+        self._password = password
+        self._timeout = timeout
         self.client = connect_imap(endpoint, password, timeout)
         caps = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
                 for c in self.client.capabilities()}
@@ -231,6 +233,25 @@ class ImapDestination:
         self._uidvalidity: dict[str, int | None] = {}
         self._permanent: dict[str, frozenset[str] | None] = {}
         self._selected: str | None = None
+
+    # -- reconnecting (see migrate.retry) ------------------------------------------------
+    def reconnect(self) -> None:
+        """A fresh connection after a drop; every per-connection cache is forgotten.
+
+        The folder indexes go too: an APPEND cut mid-flight may have landed,
+        and only a fresh listing can tell (:meth:`settle`).
+        """
+        with contextlib.suppress(Exception):
+            self.client.shutdown()
+        self._selected = None
+        self._index.clear()
+        self._created_now.clear()
+        self.client = connect_imap(self.endpoint, self._password, self._timeout)
+
+    def settle(self, folder: Folder) -> None:
+        """Resolve this folder's in-doubt APPENDs against the server (after a reconnect)."""
+        if folder.selectable and not self.dry_run and self.state.doubts(folder.name):
+            self._resolve_doubts(folder.name)
 
     # -- set-up ------------------------------------------------------------------------
     def _namespace(self, has_namespace: bool) -> tuple[str, str]:
@@ -278,9 +299,9 @@ class ImapDestination:
         name = self._fold(target.server_name)
         if name in self._existing:
             return
-        self._existing.add(name)
-        self.created.append(target.path)
         if self.dry_run:
+            self._existing.add(name)
+            self.created.append(target.path)
             return
         try:
             self.client.create_folder(target.server_name)
@@ -292,6 +313,9 @@ class ImapDestination:
                                    f"{self.endpoint.host}: {exc}") from None
         except OSError:
             raise self._guard(f"creating folder {target.path!r}") from None
+        # Only now is it there: a CREATE cut by a dropped connection is sent again.
+        self._existing.add(name)
+        self.created.append(target.path)
         with contextlib.suppress(IMAPClientError):
             self.client.subscribe_folder(target.server_name)
         self._created_now.add(name)

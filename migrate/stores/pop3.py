@@ -396,12 +396,27 @@ class Pop3Source:
     def __init__(self, endpoint: Endpoint, password: PasswordSource, timeout: float = 60.0,
                  auth: str = "auto") -> None:
         self.endpoint = endpoint
+        self._login = (password, timeout, auth)
         self.session = Pop3Session(endpoint, password, timeout, auth)
         self._listing: list[Listed] | None = None
         self.failed: list[str] = []  # messages that could not be fetched (-ERR on RETR)
         self.broken = False  # the stream is out of step: no DELE, no QUIT
         self.fingerprinted = False  # keys are TOP fingerprints (server has no UIDL)
         self.duplicate_keys: set[str] = set()
+
+    def reconnect(self) -> None:
+        """A new session after a dropped one (for :mod:`migrate.retry`).
+
+        The old session ends without QUIT, so the server applies none of its
+        DELE marks (there are none during a transfer anyway). Message
+        numbers belong to a session, so the listing is read again; refs are
+        keyed by UIDL and map onto the new numbers.
+        """
+        self.session.close(quit_=False)
+        password, timeout, auth = self._login
+        self.session = Pop3Session(self.endpoint, password, timeout, auth)
+        self._listing = None
+        self.broken = False
 
     # -- listing ------------------------------------------------------------------------
     def listing(self) -> list[Listed]:

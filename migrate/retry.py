@@ -1,0 +1,259 @@
+"""Reconnect-and-continue as wrappers around a store (restic's backend wrappers).
+
+The engine never sees a dropped connection it could survive: a
+:class:`RetryingSource` / :class:`RetryingDestination` catches a *transient*
+:class:`~migrate.errors.MailmigrateError` (a property of the error type, see
+:mod:`migrate.errors`), waits with exponential backoff and full jitter, asks
+the inner store for a fresh connection (``reconnect()``: a new socket, a new
+login, nothing selected) and repeats the call. Permanent errors (auth,
+usage, a refused message) pass straight through.
+
+Why a call can simply be repeated:
+
+- source calls are reads; the wrapper materialises their iterators, so a
+  half-read answer is never handed to the engine;
+- a destination batch is recorded "in doubt" before the server sees a byte
+  (:mod:`migrate.state`); after a reconnect the wrapper lets the destination
+  settle those doubts (found on the server, or never appended) and sends
+  only what is still missing, so a retried APPEND never duplicates.
+
+The budget is ``retries`` consecutive failed attempts of one call; a call
+that succeeds resets it. Each attempt is bounded by the socket ``timeout``
+the store was opened with, and no single wait exceeds ``max_delay``. When the
+budget is spent the last error propagates (exit 4) and the checkpoints the
+engine already committed are where the next run resumes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Protocol, TypeVar, runtime_checkable
+
+from migrate.errors import ConnectError, MailmigrateError
+from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.progress import NullReporter, Reporter
+from migrate.stores.base import DestinationStore, SourceStore
+
+T = TypeVar("T")
+
+DEFAULT_RETRIES = 5
+DEFAULT_RETRY_DELAY = 1.0
+
+
+@runtime_checkable
+class Reconnectable(Protocol):
+    """A store that can drop its connection and open a fresh one (same login)."""
+
+    def reconnect(self) -> None: ...
+
+
+@runtime_checkable
+class SettlingDestination(Protocol):
+    """A destination that can resolve writes left in doubt by a dropped connection."""
+
+    def settle(self, folder: Folder) -> None: ...
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how patiently to reconnect.
+
+    ``delay`` is the first backoff; each further attempt doubles it, up to
+    ``max_delay``; the actual wait is drawn uniformly from [delay/2, delay]
+    ("equal jitter"), so many clients cut by the same outage do not come
+    back in lockstep, yet the wait never collapses to zero.
+    """
+
+    retries: int = DEFAULT_RETRIES
+    delay: float = DEFAULT_RETRY_DELAY
+    max_delay: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+    reconnects: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt`` (1-based) of a retried call."""
+        ceiling = min(self.max_delay, self.delay * (2 ** (attempt - 1)))
+        return self.rng.uniform(ceiling / 2, ceiling)
+
+    def count(self) -> None:
+        with self._lock:
+            self.reconnects += 1
+
+
+def _retrying(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, what: str,
+              call: Callable[[], T], before_retry: Callable[[], None] | None = None,
+              progress: Callable[[], int] | None = None) -> T:
+    """Run ``call``; on a transient error reconnect ``store`` and run it again.
+
+    A failed reconnect uses up an attempt too, so a server that stays
+    unreachable ends the run after ``retries`` waits, not never. When
+    ``progress()`` grew since the last failure (a link that drops every few
+    MB still moves the transfer forward), the budget starts afresh.
+    """
+    attempt = 0
+    seen = progress() if progress is not None else 0
+    while True:
+        try:
+            return call()
+        except MailmigrateError as exc:
+            if not exc.transient:
+                raise
+            last: MailmigrateError = exc
+        if progress is not None and progress() > seen:
+            seen, attempt = progress(), 0
+        while True:
+            if attempt >= policy.retries:
+                raise ConnectError(f"{last}; gave up after {attempt} reconnect attempts; "
+                                   "run the same command again to resume") from None
+            attempt += 1
+            wait = policy.backoff(attempt)
+            reporter.warn(f"{last}; reconnecting in {wait:.1f} s "
+                          f"(attempt {attempt} of {policy.retries}) to continue {what}")
+            policy.sleep(wait)
+            try:
+                store.reconnect()
+                if before_retry is not None:
+                    before_retry()
+            except MailmigrateError as again:
+                if not again.transient:
+                    raise
+                last = again
+                continue
+            policy.count()
+            break
+
+
+def retry_call(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, what: str,
+               call: Callable[[], T]) -> T:
+    """One retried operation outside the engine (e.g. POP3 deletion after a transfer)."""
+    return _retrying(policy, reporter, store, what, call)
+
+
+class RetryingSource:
+    """A :class:`SourceStore` that survives dropped connections of a reconnectable source."""
+
+    def __init__(self, inner: SourceStore, policy: RetryPolicy,
+                 reporter: Reporter | None = None) -> None:
+        if not isinstance(inner, Reconnectable):
+            raise TypeError(f"{type(inner).__name__} cannot reconnect")
+        self.inner = inner
+        self._reconnectable: Reconnectable = inner
+        self.policy = policy
+        self.reporter = reporter or NullReporter()
+
+    def _do(self, what: str, call: Callable[[], T]) -> T:
+        return _retrying(self.policy, self.reporter, self._reconnectable, what, call)
+
+    def list_folders(self) -> list[Folder]:
+        return self._do("listing folders", self.inner.list_folders)
+
+    def status(self, folder: Folder) -> FolderStatus:
+        return self._do(f"STATUS of {folder.name!r}", lambda: self.inner.status(folder))
+
+    def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
+                 since: date | None = None) -> Iterator[MessageRef]:
+        return iter(self._do(f"listing {folder.name!r}",
+                             lambda: list(self.inner.list_new(folder, checkpoint, since))))
+
+    def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
+                     status: FolderStatus) -> Iterator[FlagChange]:
+        return iter(self._do(f"reading flags of {folder.name!r}",
+                             lambda: list(self.inner.flag_changes(folder, checkpoint, status))))
+
+    def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
+        """The batch, surviving drops: what arrived is kept, the rest is asked for again.
+
+        After each drop the rest is fetched in halves (down to one message),
+        so a link that never carries a whole batch still carries it piece by
+        piece, and a message is never fetched twice once it has arrived.
+        """
+        got: list[Message] = []
+        have: set[str] = set()
+        remaining = list(refs)
+        size = max(1, len(remaining))
+
+        def attempt() -> list[Message]:
+            nonlocal remaining
+            while remaining:
+                part = remaining[:size]
+                for msg in self.inner.fetch(folder, part):
+                    if msg.key not in have:
+                        have.add(msg.key)
+                        got.append(msg)
+                remaining = remaining[len(part):]
+            return got
+
+        def shrink() -> None:
+            nonlocal remaining, size
+            remaining = [r for r in remaining if r.key not in have]
+            size = max(1, min(size, len(remaining)) // 2)
+
+        return iter(_retrying(self.policy, self.reporter, self._reconnectable,
+                              f"fetching from {folder.name!r}", attempt, shrink,
+                              progress=lambda: len(got)))
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RetryingDestination:
+    """A :class:`DestinationStore` that reconnects and re-sends only what is still missing."""
+
+    def __init__(self, inner: DestinationStore, policy: RetryPolicy,
+                 reporter: Reporter | None = None) -> None:
+        if not isinstance(inner, Reconnectable):
+            raise TypeError(f"{type(inner).__name__} cannot reconnect")
+        self.inner = inner
+        self._reconnectable: Reconnectable = inner
+        self.policy = policy
+        self.reporter = reporter or NullReporter()
+
+    def _settle(self, folder: Folder) -> None:
+        if isinstance(self.inner, SettlingDestination):
+            self.inner.settle(folder)
+
+    def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
+        return _retrying(self.policy, self.reporter, self._reconnectable,
+                         f"opening {folder.name!r}", lambda: self.inner.checkpoint(folder, status))
+
+    def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
+        return self.inner.missing(folder, refs)
+
+    def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
+        todo = list(messages)
+
+        def send() -> int:
+            return self.inner.add_messages(folder, todo)
+
+        def settle() -> None:
+            # What the dropped connection may have appended is found (or
+            # forgotten) first; then only the rest of the batch is sent again.
+            self._settle(folder)
+            still = {r.key for r in self.inner.missing(
+                folder, [MessageRef(key=m.key, uid=m.uid, size=m.size) for m in todo])}
+            todo[:] = [m for m in todo if m.key in still]
+
+        return _retrying(self.policy, self.reporter, self._reconnectable,
+                         f"storing into {folder.name!r}", send, settle)
+
+    def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
+        return _retrying(self.policy, self.reporter, self._reconnectable,
+                         f"updating flags in {folder.name!r}",
+                         lambda: self.inner.update_flags(folder, changes))
+
+    def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
+        self.inner.finish_folder(folder, status, complete)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_RETRY_DELAY", "Reconnectable", "RetryPolicy",
+           "RetryingDestination", "RetryingSource", "SettlingDestination", "retry_call"]
