@@ -16,6 +16,7 @@ instant neither loses nor duplicates a message.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sqlite3
@@ -196,8 +197,11 @@ class MboxArchive:
                 if not d.exists():
                     d.mkdir(mode=0o700, parents=True, exist_ok=True)
                     _fsync_dir(d.parent)
-            if not os.access(self.root, os.W_OK | os.X_OK) or not os.access(self._meta, os.W_OK | os.X_OK):
-                raise PermissionError(13, "Permission denied")
+            for d in (self.root, self._meta):
+                if not os.access(d, os.W_OK | os.X_OK):
+                    # access() fails with EROFS on a read-only mount: say which it is.
+                    err = errno.EROFS if os.statvfs(d).f_flag & os.ST_RDONLY else errno.EACCES
+                    raise OSError(err, os.strerror(err))
         except OSError as exc:
             raise ArchiveError(
                 f"cannot write to archive directory {self.root}: {exc.strerror or exc}; "
