@@ -81,6 +81,22 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir("mailmigrate")) / "jobs"
 
 
+def _private_dirs(directory: Path) -> None:
+    """Create ``directory`` 0700, and so every missing parent up to our own app directory.
+
+    ``mkdir(parents=True, mode=...)`` gives the parents the umask's mode
+    (0755): the state directory would list every job to every local user.
+    Directories that already exist (the user's XDG_STATE_HOME) are left alone.
+    """
+    missing = []
+    for d in (directory, *directory.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        d.mkdir(mode=0o700, exist_ok=True)
+
+
 def job_path(source_id: str, dest_id: str, override: Path | None = None) -> Path:
     """The state file for a job: ``--state`` if given, else one per (source, destination)."""
     if override is not None:
@@ -120,7 +136,7 @@ class JobState:
             self.conn.executescript(_SCHEMA)
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_dirs(path.parent)
             if not readonly and not path.exists():
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
