@@ -334,7 +334,7 @@ def jobs_add(
             job = Job(name, command, source, dest, cred, dest_cred, provider=provider,
                       folders=list(folder or []), exclude=list(exclude or []), options=options)
         job.validate()
-        if job.command in ("backup", "drain", "verify"):
+        if job.command in ("backup", "drain"):
             job.destination = str(Path(job.destination).expanduser().resolve()) \
                 if ":" not in job.destination else job.destination
         server = endpoint_of(job, job.server_url)
@@ -515,9 +515,11 @@ def _run_locked(job: Job, log_file: Path | None, quiet: bool, as_json: bool) -> 
         log = open(log_file, "a", encoding="utf-8")  # noqa: SIM115 (closed below)
     started, t0 = _stamp(), time.monotonic()
     try:
+        log_start = 0
         if log is not None:
             log.write(f"{started} run {job.name}: {job.command} {job.source} -> {job.destination}\n")
             log.flush()
+            log_start = log.tell()
         err_sink: IO[str] | None = log
         capture = None
         if log is None and not interactive:
@@ -531,9 +533,10 @@ def _run_locked(job: Job, log_file: Path | None, quiet: bool, as_json: bool) -> 
             err_text = capture.read()
             capture.close()
             sys.stderr.write(err_text)  # errors still reach cron's mail / the journal
-        elif log is not None:
-            log.flush()
-            err_text = log_file.read_text(encoding="utf-8")[-20000:] if log_file else ""
+        elif log is not None and log_file is not None:
+            with open(log_file, encoding="utf-8", errors="replace") as fh:
+                fh.seek(log_start)  # only this run's lines, however long the log grew
+                err_text = fh.read()
         summary: dict[str, Any] = {}
         for line in reversed(done.stdout.splitlines()):
             if line.startswith("{"):

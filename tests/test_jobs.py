@@ -128,6 +128,13 @@ def test_failed_run_is_in_history_with_its_error(dovecot, account, home, tmp_pat
     assert "authentication failed" in result.err  # cron mails stderr
     (last,) = history(home, "j")
     assert last["exit_code"] == 3 and "authentication failed" in last["errors"][0]
+    log = tmp_path / "j.log"
+    log.write_text("mailmigrate: error: an old error from a run long ago\n")
+    logged = run_cli("run", "j", "--log-file", str(log), env=job_env(home, "changed-since"))
+    assert logged.code == 3 and logged.err == ""  # it went to the log file
+    last = history(home, "j")[-1]
+    assert len(last["errors"]) == 1 and "authentication failed" in last["errors"][0]
+    assert "exit 3" in log.read_text()
 
 
 def test_plaintext_password_only_with_the_explicit_flag(dovecot, account, home, tmp_path):
