@@ -192,8 +192,14 @@ def _transfer_folder(
             pending = (todo, future)
         if pending is not None:
             _store_batch(dest, folder, *pending, reporter, out)
+    # Messages the source had to skip (see migrate.retry) make the pass
+    # partial: the next run lists the folder from its first UID again.
+    take = getattr(source, "take_failures", None)
+    skipped: list[str] = take(folder) if callable(take) else []
+    if skipped:
+        out.error = f"{len(skipped)} messages not archived: " + "; ".join(skipped[:5])
     if not options.dry_run:
-        dest.finish_folder(folder, status, complete=options.since is None)
+        dest.finish_folder(folder, status, complete=options.since is None and not skipped)
 
 
 def _fetch_batch(source: SourceStore, folder: Folder, todo: list[MessageRef]) -> list[Message]:

@@ -58,6 +58,11 @@ class MessageError(MailmigrateError):
     exit_code = EXIT_PARTIAL
 
 
+class FolderError(MessageError):
+    """A whole folder failed (e.g. its UIDVALIDITY changed mid-run): retrying
+    its messages one by one cannot help; the run goes on with the next folder."""
+
+
 EXIT_JOB_RUNNING = 6
 
 

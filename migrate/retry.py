@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol, TypeVar, runtime_checkable
 
-from migrate.errors import ConnectError, MailmigrateError
+from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.progress import NullReporter, Reporter
 from migrate.stores.base import DestinationStore, SourceStore
@@ -147,6 +147,7 @@ class RetryingSource:
         self._reconnectable: Reconnectable = inner
         self.policy = policy
         self.reporter = reporter or NullReporter()
+        self._failures: dict[str, list[str]] = {}
 
     def _do(self, what: str, call: Callable[[], T]) -> T:
         return _retrying(self.policy, self.reporter, self._reconnectable, what, call)
@@ -168,36 +169,80 @@ class RetryingSource:
                              lambda: list(self.inner.flag_changes(folder, checkpoint, status))))
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
-        """The batch, surviving drops: what arrived is kept, the rest is asked for again.
+        """The batch, surviving drops and bad messages; what arrived is kept.
 
-        After each drop the rest is fetched in halves (down to one message),
+        After each failure the rest is fetched in halves, down to one message,
         so a link that never carries a whole batch still carries it piece by
-        piece, and a message is never fetched twice once it has arrived.
+        piece, and a message is never fetched twice once it has arrived. A
+        single message that fails on its own (a response that cannot be
+        parsed, a literal larger than listed, or the same drop three times on
+        fresh connections) is skipped and reported through
+        :meth:`take_failures`; the rest of the folder goes on.
         """
         got: list[Message] = []
         have: set[str] = set()
         remaining = list(refs)
         size = max(1, len(remaining))
-
-        def attempt() -> list[Message]:
-            nonlocal remaining
-            while remaining:
-                part = remaining[:size]
+        attempt = 0
+        strikes: dict[str, int] = {}
+        while remaining:
+            part = remaining[:size]
+            before = len(got)
+            try:
                 for msg in self.inner.fetch(folder, part):
                     if msg.key not in have:
                         have.add(msg.key)
                         got.append(msg)
                 remaining = remaining[len(part):]
-            return got
-
-        def shrink() -> None:
-            nonlocal remaining, size
+                attempt = 0
+                continue
+            except MailmigrateError as exc:
+                if isinstance(exc, FolderError) or not (exc.transient or isinstance(exc, MessageError)):
+                    raise
+                error: MailmigrateError = exc
+            progressed = len(got) > before
             remaining = [r for r in remaining if r.key not in have]
+            if len(part) == 1 and not progressed:
+                key = part[0].key
+                strikes[key] = strikes.get(key, 0) + 1
+                if not error.transient or strikes[key] >= 3:
+                    self._failures.setdefault(folder.name, []).append(f"message {key}: {error}")
+                    self.reporter.warn(f"{folder.name}: message {key} skipped: {error}")
+                    remaining = [r for r in remaining if r.key != key]
+                    progressed = True
+            if progressed:
+                attempt = 0
+            elif error.transient:
+                attempt += 1  # consecutive drops without a part getting through
             size = max(1, min(size, len(remaining)) // 2)
+            # Whatever went wrong, the stream may be out of step: never reuse it.
+            self._reconnect(error, attempt, f"fetching from {folder.name!r}")
+        return iter(got)
 
-        return iter(_retrying(self.policy, self.reporter, self._reconnectable,
-                              f"fetching from {folder.name!r}", attempt, shrink,
-                              progress=lambda: len(got)))
+    def _reconnect(self, last: MailmigrateError, attempt: int, what: str) -> None:
+        """Reconnect with backoff; a server that stays away ends the run (exit 4)."""
+        while True:
+            if attempt > self.policy.retries:
+                raise ConnectError(f"{last}; gave up after {self.policy.retries} reconnect "
+                                   "attempts; run the same command again to resume") from None
+            wait = self.policy.backoff(max(attempt, 1))
+            if last.transient:
+                self.reporter.warn(f"{last}; reconnecting in {wait:.1f} s (attempt {max(attempt, 1)} "
+                                   f"of {self.policy.retries}) to continue {what}")
+                self.policy.sleep(wait)
+            try:
+                self._reconnectable.reconnect()
+            except MailmigrateError as again:
+                if not again.transient:
+                    raise
+                last, attempt = again, attempt + 1
+                continue
+            self.policy.count()
+            return
+
+    def take_failures(self, folder: Folder) -> list[str]:
+        """Messages of ``folder`` skipped by :meth:`fetch` (and forgets them)."""
+        return self._failures.pop(folder.name, [])
 
     def close(self) -> None:
         self.inner.close()

@@ -22,7 +22,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from migrate.endpoints import Endpoint, PasswordSource
-from migrate.errors import AuthError, ConnectError, MessageError
+from migrate.errors import AuthError, ConnectError, FolderError, MessageError
 from migrate.folders import make_folder
 from migrate.model import (
     FlagChange,
@@ -35,6 +35,35 @@ from migrate.model import (
 )
 
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
+# Largest literal accepted outside a body fetch (folder names, headers): a
+# server that announces more is lying or hostile.
+LISTING_LITERAL_LIMIT = 1 << 20
+LITERAL_SLACK = 1 << 20
+
+
+class OversizedLiteral(MessageError):
+    """The server announced a literal far larger than the message it had listed."""
+
+
+def bound_literals(client: imapclient.IMAPClient, limit: list[int], where: str) -> None:
+    """Refuse literals above ``limit[0]`` bytes before reading them.
+
+    imaplib reads an announced literal with one ``file.read(size)``, which
+    allocates ``size`` bytes up front: a server announcing {3000000000}
+    would take the memory bound with it. The caller moves the limit (the
+    listed RFC822.SIZE of the batch, with slack) before each command.
+    """
+    imap = client._imap
+    read = imap.read
+
+    def bounded(size: int) -> bytes:
+        if size > limit[0]:
+            raise OversizedLiteral(f"{where} announced {size} bytes where at most {limit[0]} "
+                                   "were expected; message skipped")
+        data: bytes = read(size)
+        return data
+
+    imap.read = bounded
 
 
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
@@ -163,11 +192,18 @@ class ImapSource:
         self.endpoint = endpoint
         self._password = password
         self._timeout = timeout
-        self.client = connect_imap(endpoint, password, timeout)
+        self._limit = [LISTING_LITERAL_LIMIT]
+        self.client = self._connect()
         caps = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
                 for c in self.client.capabilities()}
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
         self._selected: str | None = None
+        self._uidvalidity: dict[str, int] = {}
+
+    def _connect(self) -> imapclient.IMAPClient:
+        client = connect_imap(self.endpoint, self._password, self._timeout)
+        bound_literals(client, self._limit, self.endpoint.host)
+        return client
 
     def reconnect(self) -> None:
         """Drop the connection and log in afresh (for :mod:`migrate.retry`).
@@ -178,17 +214,27 @@ class ImapSource:
         """
         _quiet_close(self.client)
         self._selected = None
-        self.client = connect_imap(self.endpoint, self._password, self._timeout)
+        self._limit[0] = LISTING_LITERAL_LIMIT
+        self.client = self._connect()
 
     # -- helpers ----------------------------------------------------------------
     def _select(self, folder: Folder) -> None:
         if self._selected != folder.server_name:
             try:
-                self.client.select_folder(folder.server_name, readonly=True)
+                info = self.client.select_folder(folder.server_name, readonly=True)
             except (IMAPClientAbortError, OSError):
                 raise self._guard(f"opening {folder.name!r}") from None
             except IMAPClientError as exc:
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
+            seen = self._uidvalidity.get(folder.server_name)
+            now = info.get(b"UIDVALIDITY")
+            if seen is not None and now is not None and int(now) != seen:
+                # UIDs from STATUS no longer name the same messages: nothing of
+                # this folder may be stored under them in this run.
+                raise FolderError(
+                    f"UIDVALIDITY of folder {folder.name!r} changed during the run "
+                    f"({seen} -> {int(now)}); the folder is skipped now and "
+                    "scanned afresh by the next run")
             self._selected = folder.server_name
 
     def _guard(self, what: str) -> ConnectError:
@@ -209,6 +255,7 @@ class ImapSource:
         except IMAPClientError as exc:
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
         modseq = st.get(b"HIGHESTMODSEQ")
+        self._uidvalidity[folder.server_name] = int(st[b"UIDVALIDITY"])
         return FolderStatus(
             uidvalidity=int(st[b"UIDVALIDITY"]), uidnext=int(st[b"UIDNEXT"]),
             messages=int(st[b"MESSAGES"]),
@@ -222,7 +269,8 @@ class ImapSource:
         if since is not None:
             criteria += ["SINCE", since]
         try:
-            uids = sorted(u for u in self.client.search(criteria) if u > checkpoint.last_uid)
+            # A set: a server that lists a UID twice gets it fetched once.
+            uids = sorted({u for u in self.client.search(criteria) if u > checkpoint.last_uid})
         except (IMAPClientAbortError, OSError):
             raise self._guard(f"listing {folder.name!r}") from None
         except IMAPClientError as exc:
@@ -267,6 +315,9 @@ class ImapSource:
         uids = [r.uid for r in refs if r.uid is not None]
         if not uids:
             return
+        # No literal may exceed what was listed for the batch (plus slack for
+        # servers whose RFC822.SIZE is slightly off).
+        self._limit[0] = 2 * max(r.size for r in refs) + LITERAL_SLACK
         try:
             data: dict[int, dict[bytes, Any]] = self.client.fetch(
                 uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
@@ -274,6 +325,8 @@ class ImapSource:
             raise self._guard(f"fetching from {folder.name!r}") from None
         except IMAPClientError as exc:
             raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None
+        finally:
+            self._limit[0] = LISTING_LITERAL_LIMIT
         wanted = set(uids)
         for uid in sorted(data):
             if uid not in wanted:

@@ -1,0 +1,212 @@
+"""A small real IMAP server that misbehaves on purpose (a test tool).
+
+It speaks just enough IMAP4rev1 for a read-only client (CAPABILITY, LOGIN,
+LIST, STATUS, SELECT/EXAMINE, UID SEARCH, UID FETCH, NOOP, LOGOUT) over a
+real loopback socket, one thread per connection, and serves folders whose
+names and messages are chosen to break things:
+
+* folder names with "..", absolute paths, NUL, 500 characters, names that
+  collide after sanitising (sent as literals, byte for byte);
+* per message, a ``trick``: ``"lie"`` (the literal announces more bytes than
+  it carries, so the stream goes out of step), ``"truncate"`` (the response
+  stops in the middle of the literal and the connection closes), ``"huge"``
+  (a literal of 3,000,000,000 bytes is announced, a little is sent, then the
+  connection closes);
+* per folder, ``uidvalidity_flip`` (STATUS says one UIDVALIDITY, SELECT
+  another) and ``duplicate_uids`` (SEARCH and FETCH list a UID twice).
+
+Everything else is answered correctly, so a client that isolates the bad
+items can archive the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+
+DATE = '"01-Jan-2024 10:00:00 +0000"'
+
+
+@dataclass
+class HMessage:
+    uid: int
+    raw: bytes
+    trick: str = ""
+
+
+@dataclass
+class HFolder:
+    name: bytes  # as sent on the wire
+    messages: list[HMessage] = field(default_factory=list)
+    uidvalidity: int = 7
+    uidvalidity_flip: bool = False
+    duplicate_uids: bool = False
+
+
+def _literal(data: bytes) -> bytes:
+    return b"{%d}\r\n" % len(data) + data
+
+
+class HostileImap:
+    def __init__(self, folders: list[HFolder]) -> None:
+        self.folders = folders
+        self.connections = 0
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> HostileImap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    # -- one connection -------------------------------------------------------------
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(10)
+        f = conn.makefile("rb")
+        selected: HFolder | None = None
+        try:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile ready\r\n")
+            while True:
+                line = self._read_command(conn, f)
+                if line is None:
+                    return
+                m = re.match(rb"(\S+) (?:UID )?(\S+) ?(.*)", line, re.S)
+                if not m:
+                    conn.sendall(b"* BAD what\r\n")
+                    continue
+                tag, cmd, args = m.group(1), m.group(2).upper(), m.group(3)
+                uid_cmd = b" UID " in line[: len(tag) + 6].upper()
+                if cmd == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+                elif cmd in (b"LOGIN", b"NOOP"):
+                    conn.sendall(tag + b" OK done\r\n")
+                elif cmd == b"LOGOUT":
+                    conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
+                    return
+                elif cmd == b"LIST":
+                    out = b"".join(b'* LIST (\\HasNoChildren) "/" ' + _literal(fo.name) + b"\r\n"
+                                   for fo in self.folders)
+                    conn.sendall(out + tag + b" OK done\r\n")
+                elif cmd == b"STATUS":
+                    fo = self._folder(args)
+                    if fo is None:
+                        conn.sendall(tag + b" NO no such folder\r\n")
+                        continue
+                    nxt = max((m.uid for m in fo.messages), default=0) + 1
+                    conn.sendall(b"* STATUS " + _literal(fo.name) + b" (MESSAGES %d UIDNEXT %d "
+                                 b"UIDVALIDITY %d)\r\n" % (len(fo.messages), nxt, fo.uidvalidity)
+                                 + tag + b" OK done\r\n")
+                elif cmd in (b"SELECT", b"EXAMINE"):
+                    fo = self._folder(args)
+                    if fo is None:
+                        conn.sendall(tag + b" NO no such folder\r\n")
+                        continue
+                    selected = fo
+                    uv = fo.uidvalidity + (1 if fo.uidvalidity_flip else 0)
+                    nxt = max((m.uid for m in fo.messages), default=0) + 1
+                    conn.sendall(b"* %d EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Seen)\r\n"
+                                 b"* OK [UIDVALIDITY %d] x\r\n* OK [UIDNEXT %d] x\r\n"
+                                 % (len(fo.messages), uv, nxt) + tag + b" OK [READ-ONLY] done\r\n")
+                elif cmd == b"SEARCH" and selected is not None:
+                    uids = [m.uid for m in selected.messages]
+                    if selected.duplicate_uids:
+                        uids += uids[:2]
+                    conn.sendall(b"* SEARCH " + b" ".join(b"%d" % u for u in uids) + b"\r\n"
+                                 + tag + b" OK done\r\n")
+                elif cmd == b"FETCH" and selected is not None and uid_cmd:
+                    if not self._fetch(conn, selected, args):
+                        return
+                    conn.sendall(tag + b" OK done\r\n")
+                else:
+                    conn.sendall(tag + b" BAD unsupported\r\n")
+        except OSError:
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def _read_command(self, conn: socket.socket, f) -> bytes | None:
+        """One command line, with synchronizing literals read in."""
+        out = b""
+        while True:
+            line = f.readline()
+            if not line:
+                return None
+            out += line
+            m = re.search(rb"\{(\d+)(\+?)\}\r\n$", line)
+            if not m:
+                return out.rstrip(b"\r\n")
+            if not m.group(2):
+                conn.sendall(b"+ go\r\n")
+            out += f.read(int(m.group(1)))
+
+    def _folder(self, args: bytes) -> HFolder | None:
+        m = re.match(rb'\{(\d+)\+?\}\r\n', args)
+        if m:
+            name = args[m.end(): m.end() + int(m.group(1))]
+        elif args.startswith(b'"'):
+            name = re.match(rb'"((?:[^"\\]|\\.)*)"', args, re.S).group(1)  # type: ignore[union-attr]
+            name = re.sub(rb"\\(.)", rb"\1", name)
+        else:
+            name = args.split(b" ")[0]
+        return next((fo for fo in self.folders if fo.name == name), None)
+
+    def _fetch(self, conn: socket.socket, fo: HFolder, args: bytes) -> bool:
+        uidset, _, items = args.partition(b" ")
+        wanted = _uids(uidset, max((m.uid for m in fo.messages), default=0))
+        body = b"BODY" in items.upper()
+        for seq, msg in enumerate(fo.messages, 1):
+            if msg.uid not in wanted:
+                continue
+            copies = 2 if fo.duplicate_uids and seq <= 2 else 1
+            for _ in range(copies):
+                if not body:
+                    conn.sendall(b"* %d FETCH (UID %d RFC822.SIZE %d)\r\n" % (seq, msg.uid, len(msg.raw)))
+                    continue
+                head = b"* %d FETCH (UID %d FLAGS (\\Seen) INTERNALDATE %s BODY[] " % (
+                    seq, msg.uid, DATE.encode())
+                if msg.trick == "lie":
+                    conn.sendall(head + b"{%d}\r\n" % (len(msg.raw) + 64) + msg.raw + b")\r\n")
+                elif msg.trick == "truncate":
+                    conn.sendall(head + b"{%d}\r\n" % len(msg.raw) + msg.raw[: len(msg.raw) // 2])
+                    return False
+                elif msg.trick == "huge":
+                    conn.sendall(head + b"{3000000000}\r\n" + msg.raw)
+                    return False
+                else:
+                    conn.sendall(head + _literal(msg.raw) + b")\r\n")
+        return True
+
+
+def _uids(uidset: bytes, top: int) -> set[int]:
+    out: set[int] = set()
+    for part in uidset.decode().split(","):
+        a, _, b = part.partition(":")
+        lo = int(a) if a != "*" else top
+        hi = (int(b) if b != "*" else top) if b else lo
+        out.update(range(min(lo, hi), max(lo, hi) + 1))
+    return out
