@@ -41,7 +41,7 @@ from migrate.cli_common import (
 )
 from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
 from migrate.engine import TransferOptions, TransferResult, transfer
-from migrate.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
 from migrate.progress import human_bytes
@@ -290,6 +290,44 @@ def copy(
 
 
 # -- verify ----------------------------------------------------------------------------------
+RepairOpt = Annotated[bool, typer.Option(
+    "--repair", help="With one ARCHIVE: fix what can be fixed without guessing, and say what.")]
+
+
+def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool, lock_wait: float) -> int:
+    """``verify ARCHIVE [--repair]``: integrity of our own archive (see migrate.integrity)."""
+    from migrate.archive import guess_format
+    from migrate.integrity import check_mbox_tree, check_sqlite
+
+    kind = fmt or guess_format(path)
+    if kind not in ("sqlite", "mbox-tree"):
+        raise UsageError(f"verify checks sqlite and mbox-tree archives; {path!r} is {kind}")
+    # Opening the archive takes its lock (writable for --repair), so no backup
+    # runs while we look, and never while we repair.
+    store = open_archive(path, kind, readonly=not repair, lock_wait=lock_wait)
+    try:
+        location = Path(path).expanduser()
+        report = (check_sqlite(location, repair) if kind == "sqlite"
+                  else check_mbox_tree(location, repair))
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"command": "verify", **report.as_dict()}, ensure_ascii=False))
+    else:
+        for line in report.problems:
+            typer.echo(f"DAMAGED {line}")
+        for line in report.repaired:
+            typer.echo(f"REPAIRED {line}")
+        for line in report.notes:
+            typer.echo(f"NOTE {line}")
+        if not report.problems:
+            typer.echo(f"verify: {report.messages_checked} messages read, every sha256 matches")
+    if report.ok:
+        return EXIT_OK
+    raise ArchiveError(f"archive {path} is damaged ({len(report.problems)} problems; first: "
+                       f"{report.problems[0]}); run `mailmigrate verify --repair {path}`")
+
+
 def _mapper_for(rules: list[MapRule], prefix: str, special_use: bool,
                 ) -> Callable[[list[Folder], list[Folder]], dict[str, str]]:
     """The folder mapping restore/copy would use, for verify's source-to-destination pairing."""
@@ -326,14 +364,21 @@ def verify(
     mbox_format: MboxFormatOpt = "auto",
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
+    repair: RepairOpt = False,
 ) -> None:
     """Compare per folder (counts and content hashes): archive vs server, or server vs server.
 
-    With one argument, read every message of the archive and check its sha256.
+    With one argument, check the archive's integrity: every message against its
+    sha256, the index against the mbox files, the full-text index, orphans
+    (exit 5 when damaged; --repair fixes what needs no guessing).
     Exit 1 when anything differs.
     """
 
     def body() -> int:
+        if second is None and not _is_url(first) and not _is_foreign_mbox(first, source_format):
+            return _check_archive(first, source_format, repair, as_json, lock_wait)
+        if repair:
+            raise UsageError("--repair works on one archive: mailmigrate verify --repair ARCHIVE")
         from migrate.stores.imap import ImapSource
         from migrate.verify import compare, folder_hashes, render
 
