@@ -109,6 +109,10 @@ class Job:
         if not self.source or not self.destination:
             raise UsageError(f"{where}: needs a source and a destination")
         self.credentials.validate(where)
+        oauth = [c for c in (self.credentials, self.dest_credentials) if c and c.method == "oauth2"]
+        if oauth and (self.command not in ("backup", "drain") or self.dest_credentials in oauth):
+            raise UsageError(f"{where}: OAuth2 (--oauth2-token-command) is available for backup "
+                             "and drain sources; use a password method for this side")
         if self.command == "copy":
             if self.dest_credentials is None:
                 raise UsageError(f"{where}: copy needs dest_credentials for the destination server")

@@ -76,11 +76,15 @@ class Profile:
 
 
 def profiles_dir() -> Path:
-    """``MAILMIGRATE_PROFILES_DIR``, else ``profiles/`` next to the package (the repo root)."""
+    """``MAILMIGRATE_PROFILES_DIR``; else ``profiles/`` next to the package (a checkout or
+    an editable install); else ``<prefix>/share/mailmigrate/profiles`` (a wheel's data-files)."""
     override = os.environ.get("MAILMIGRATE_PROFILES_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "profiles"
+    beside = Path(__file__).resolve().parent.parent / "profiles"
+    if beside.is_dir():
+        return beside
+    return Path(sys.prefix) / "share" / "mailmigrate" / "profiles"
 
 
 def _check_table(where: str, table: dict[str, Any], schema: dict[str, tuple[type, bool]]) -> None:

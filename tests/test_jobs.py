@@ -293,6 +293,9 @@ def test_job_file_round_trip_and_validation(home, monkeypatch):
         save_job(job)
     with pytest.raises(UsageError, match="bad job name"):
         load_job("../etc/passwd")
+    with pytest.raises(UsageError, match="OAuth2"):
+        Job("x", "restore", "/tmp/a.sqlite", "imaps://a@b", Credential("oauth2", "tok")).validate()
+    Job("x", "drain", "pop3s://a@b", "/tmp/a", Credential("oauth2", "tok")).validate()
     with pytest.raises(UsageError, match="managed by the job"):
         Job("x", "backup", "imaps://a@b", "/tmp/a", Credential("env", "X"),
             options={"password-env": "Y"}).validate()
