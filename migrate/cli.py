@@ -31,6 +31,7 @@ from migrate.cli_common import (
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
+    ProviderOpt,
     QuietOpt,
     RetriesOpt,
     RetryDelayOpt,
@@ -66,6 +67,7 @@ def backup(
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
     oauth2_token_command: OAuth2Opt = None,
+    provider: ProviderOpt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     archive_format: FormatOpt = None,
@@ -81,7 +83,7 @@ def backup(
         from migrate.stores.imap import ImapSource
 
         endpoint = parse_endpoint(source, insecure=insecure,
-                                  cafile=str(cafile) if cafile else None)
+                                  cafile=str(cafile) if cafile else None, provider=provider)
         options = TransferOptions(include=folder or (), exclude=exclude or (),
                                   since=parse_since(since), dry_run=dry_run)
         account = f"{endpoint.user}@{endpoint.host}"

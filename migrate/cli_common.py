@@ -55,6 +55,9 @@ PassFileOpt = Annotated[Path | None, typer.Option(
     "--password-file", metavar="PATH", help="Read the password from this file (first line).")]
 PassCmdOpt = Annotated[str | None, typer.Option(
     "--password-command", metavar="CMD", help="Run this command; its output is the password.")]
+ProviderOpt = Annotated[str | None, typer.Option(
+    "--provider", metavar="ID",
+    help="Provider preset for the server (see `mailmigrate providers`), e.g. for your own domain.")]
 OAuth2Opt = Annotated[str | None, typer.Option(
     "--oauth2-token-command", metavar="CMD",
     help="OAuth2 (XOAUTH2/OAUTHBEARER): CMD prints an access token; run again when it expires.")]

@@ -31,6 +31,7 @@ from migrate.cli_common import (
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
+    ProviderOpt,
     QuietOpt,
     RetriesOpt,
     RetryDelayOpt,
@@ -177,6 +178,7 @@ def drain(
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
     oauth2_token_command: OAuth2Opt = None,
+    provider: ProviderOpt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     archive_format: FormatOpt = None,
@@ -196,7 +198,8 @@ def drain(
         from migrate.stores.pop3 import INBOX, Pop3Source
 
         endpoint = parse_endpoint(source, insecure=insecure,
-                                  cafile=str(cafile) if cafile else None, protocols=("pop3",))
+                                  cafile=str(cafile) if cafile else None, protocols=("pop3",),
+                                  provider=provider)
         policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
         account = f"{endpoint.user}@{endpoint.host}"
         password = password_source(endpoint, password_env, password_file, password_command,

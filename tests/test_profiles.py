@@ -105,3 +105,20 @@ def test_readme_providers_table_matches_profiles() -> None:
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == markdown_table(), (
         "README providers table is stale: regenerate with python -m migrate.profiles --markdown")
+
+
+def test_provider_flag_on_backup_and_drain(dovecot, account, tmp_path) -> None:
+    """--provider reaches the endpoint: an unknown id is a usage error naming the
+    known ones; the generic preset keeps the URL's host and the backup runs."""
+    from cli_helpers import PASSWORD_ENV, backup_args
+
+    bad = run_cli(*backup_args(dovecot, account, tmp_path / "a.sqlite"), "--provider", "nope",
+                  password=account.password)
+    assert bad.code == 2 and "unknown provider 'nope'" in bad.err and "gmx" in bad.err
+    ok = run_cli(*backup_args(dovecot, account, tmp_path / "a.sqlite"), "--provider", "dovecot",
+                 password=account.password)
+    assert ok.code == 0, ok.err
+    drain = run_cli("drain", f"pop3://{account.name}@{dovecot.host}:{dovecot.pop3_port}?tls=none",
+                    str(tmp_path / "d.sqlite"), "--password-env", PASSWORD_ENV, "--provider", "icloud",
+                    password=account.password)
+    assert drain.code == 2 and "offers no POP3" in drain.err
