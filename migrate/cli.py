@@ -33,6 +33,7 @@ from migrate.cli_common import (
     PassFileOpt,
     ProviderOpt,
     QuietOpt,
+    RateOpt,
     RetriesOpt,
     RetryDelayOpt,
     SinceOpt,
@@ -75,10 +76,12 @@ def backup(
     lock_wait: LockWaitOpt = 5.0,
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
+    rate: RateOpt = None,
 ) -> None:
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
     def body() -> int:
+        from migrate.ratelimit import limited
         from migrate.retry import RetryingSource
         from migrate.stores.imap import ImapSource
 
@@ -101,7 +104,7 @@ def backup(
             src = RetryingSource(ImapSource(endpoint, password, timeout=timeout),
                                  retry_policy(retries, retry_delay), reporter)
             try:
-                result = transfer(src, dest, options, reporter)
+                result = transfer(limited(src, rate), dest, options, reporter)
             finally:
                 src.close()
         finally:

@@ -74,6 +74,9 @@ RetriesOpt = Annotated[int, typer.Option(
     "--retries", min=0, metavar="N",
     help="Reconnect up to N times in a row when a connection drops, resets or stalls "
     "(0: stop at the first drop; the next run resumes).")]
+RateOpt = Annotated[str | None, typer.Option(
+    "--rate", metavar="RATE",
+    help="At most this many messages per second (e.g. 20) or bytes per second (e.g. 2MB).")]
 RetryDelayOpt = Annotated[float, typer.Option(
     "--retry-delay", min=0.0, metavar="SECONDS",
     help="First wait before reconnecting; doubled per attempt (with jitter), at most 30 s.")]

@@ -33,6 +33,7 @@ from migrate.cli_common import (
     PassFileOpt,
     ProviderOpt,
     QuietOpt,
+    RateOpt,
     RetriesOpt,
     RetryDelayOpt,
     TimeoutOpt,
@@ -48,6 +49,7 @@ from migrate.engine import TransferOptions, transfer
 from migrate.errors import EXIT_PARTIAL, ConnectError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.progress import LogReporter, NullReporter, Reporter, human_bytes
+from migrate.ratelimit import limited
 from migrate.retry import RetryingSource, retry_call
 
 if TYPE_CHECKING:
@@ -186,6 +188,7 @@ def drain(
     lock_wait: LockWaitOpt = 5.0,
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
+    rate: RateOpt = None,
 ) -> None:
     """Download a POP3 inbox into an archive; re-runs fetch only new UIDLs.
 
@@ -230,7 +233,8 @@ def drain(
                 # Reconnects map the same UIDLs onto the new session's numbers;
                 # retention below then works on that (latest) session.
                 retrying = RetryingSource(src, retry_policy(retries, retry_delay), reporter)
-                result = transfer(retrying, dest, TransferOptions(dry_run=dry_run), reporter)
+                result = transfer(limited(retrying, rate), dest, TransferOptions(dry_run=dry_run),
+                                  reporter)
                 if src.broken or result.errors:
                     # The engine stopped early or the stream is out of step: delete nothing.
                     outcome = retention.RetentionOutcome(kept=src.listed_count)

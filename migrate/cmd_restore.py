@@ -28,6 +28,7 @@ from migrate.cli_common import (
     PassEnvOpt,
     PassFileOpt,
     QuietOpt,
+    RateOpt,
     RetriesOpt,
     RetryDelayOpt,
     SinceOpt,
@@ -45,6 +46,7 @@ from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
 from migrate.progress import human_bytes
+from migrate.ratelimit import limited
 from migrate.retry import RetryingDestination, RetryingSource, RetryPolicy
 from migrate.state import JobState, job_path
 from migrate.stores.base import SourceStore
@@ -125,7 +127,7 @@ def _run_to_imap(
     password: PasswordSource, *, folder: list[str] | None, exclude: list[str] | None,
     since: str | None, dry_run: bool, as_json: bool, quiet: bool, map_rules: list[str] | None,
     prefix: str, special_use: bool, state: Path | None, timeout: float, lock_wait: float,
-    extra: dict[str, Any], policy: RetryPolicy,
+    extra: dict[str, Any], policy: RetryPolicy, rate: str | None = None,
 ) -> int:
     """The shared body of restore and copy: state, destination, the engine, the report."""
     from migrate.stores.imap_writer import ImapDestination
@@ -144,7 +146,8 @@ def _run_to_imap(
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
             dest.plan(source.list_folders())
-            result = transfer(source, RetryingDestination(dest, policy, reporter), options, reporter)
+            result = transfer(limited(source, rate), RetryingDestination(dest, policy, reporter),
+                              options, reporter)
             summary = dest.summary()
         finally:
             dest.close()
@@ -209,6 +212,7 @@ def restore(
     lock_wait: LockWaitOpt = 5.0,
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
+    rate: RateOpt = None,
 ) -> None:
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
@@ -226,7 +230,8 @@ def restore(
                 "restore", source, source_id, endpoint, password, folder=folder, exclude=exclude,
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
-                lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay))
+                lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay),
+                rate=rate)
         finally:
             source.close()
 
@@ -261,6 +266,7 @@ def copy(
     lock_wait: LockWaitOpt = 5.0,
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
+    rate: RateOpt = None,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new."""
 
@@ -282,7 +288,7 @@ def copy(
                 "copy", src, src_ep.display(), dst_ep, dst_pw, folder=folder, exclude=exclude,
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
-                lock_wait=lock_wait, extra={"source": src_ep.display()}, policy=policy)
+                lock_wait=lock_wait, extra={"source": src_ep.display()}, policy=policy, rate=rate)
         finally:
             src.close()
 

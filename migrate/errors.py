@@ -42,6 +42,18 @@ class ConnectError(MailmigrateError):
     transient = True
 
 
+class ThrottledError(ConnectError):
+    """The server asked us to slow down ([THROTTLED], [UNAVAILABLE], [LIMIT], BYE with a
+    reason): back off and try again; if it never relents, stop like a lost connection."""
+
+
+class QuotaError(MailmigrateError):
+    """The destination is over quota ([OVERQUOTA]): retrying cannot help, so the run
+    stops with what was copied kept (exit 1); free space and run again."""
+
+    exit_code = EXIT_PARTIAL
+
+
 class ArchiveError(MailmigrateError):
     """The archive is corrupt, locked by another run, or not writable."""
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol, TypeVar, runtime_checkable
 
-from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError
+from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError, ThrottledError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.progress import NullReporter, Reporter
 from migrate.stores.base import DestinationStore, SourceStore
@@ -202,7 +202,8 @@ class RetryingSource:
                 error: MailmigrateError = exc
             progressed = len(got) > before
             remaining = [r for r in remaining if r.key not in have]
-            if len(part) == 1 and not progressed:
+            # Throttling is about the server, not this message: never a strike.
+            if len(part) == 1 and not progressed and not isinstance(error, ThrottledError):
                 key = part[0].key
                 strikes[key] = strikes.get(key, 0) + 1
                 if not error.transient or strikes[key] >= 3:

@@ -22,7 +22,7 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
 from migrate.endpoints import Endpoint, PasswordSource
-from migrate.errors import AuthError, ConnectError, FolderError, MessageError
+from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
 from migrate.folders import make_folder
 from migrate.model import (
     FlagChange,
@@ -43,6 +43,21 @@ LITERAL_SLACK = 1 << 20
 
 class OversizedLiteral(MessageError):
     """The server announced a literal far larger than the message it had listed."""
+
+
+THROTTLE_CODES = ("[THROTTLED]", "[UNAVAILABLE]", "[LIMIT]")
+
+
+def _throttled(exc: BaseException, host: str) -> None:
+    """Raise :class:`ThrottledError` when a NO/BAD carries a "slow down" response code.
+
+    [THROTTLED] and [UNAVAILABLE] (RFC 5530) say "later"; [LIMIT] says "this
+    request is too big": backing off and fetching in halves helps both.
+    """
+    text = str(exc)
+    upper = text.upper()
+    if any(code in upper for code in THROTTLE_CODES):
+        raise ThrottledError(f"{host} asked us to slow down ({text.strip()[:160]})") from None
 
 
 def bound_literals(client: imapclient.IMAPClient, limit: list[int], where: str) -> None:
@@ -222,9 +237,10 @@ class ImapSource:
         if self._selected != folder.server_name:
             try:
                 info = self.client.select_folder(folder.server_name, readonly=True)
-            except (IMAPClientAbortError, OSError):
-                raise self._guard(f"opening {folder.name!r}") from None
+            except (IMAPClientAbortError, OSError) as exc:
+                raise self._guard(f"opening {folder.name!r}", exc) from None
             except IMAPClientError as exc:
+                _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
             seen = self._uidvalidity.get(folder.server_name)
             now = info.get(b"UIDVALIDITY")
@@ -237,7 +253,18 @@ class ImapSource:
                     "scanned afresh by the next run")
             self._selected = folder.server_name
 
-    def _guard(self, what: str) -> ConnectError:
+    def _guard(self, what: str, exc: BaseException | None = None) -> ConnectError:
+        """A lost connection, with the server's reason when it said goodbye (BYE)."""
+        reason = str(exc) if isinstance(exc, IMAPClientAbortError) else ""
+        if reason.startswith(("socket error", "command:", "unexpected", "TLS")):
+            reason = ""  # imaplib's own words, not the server's
+        bye = getattr(getattr(self.client, "_imap", None), "untagged_responses", {}).get("BYE")
+        if bye:
+            last = bye[-1]
+            reason = last.decode("utf-8", "replace") if isinstance(last, bytes) else str(last)
+        if reason:
+            return ThrottledError(f"{self.endpoint.host} closed the connection while {what} "
+                                  f"(server said: {reason[:160]})")
         return ConnectError(f"connection to {self.endpoint.host} lost while {what}")
 
     # -- SourceStore --------------------------------------------------------------
@@ -250,9 +277,10 @@ class ImapSource:
             items.append("HIGHESTMODSEQ")
         try:
             st = self.client.folder_status(folder.server_name, items)
-        except (IMAPClientAbortError, OSError):
-            raise self._guard(f"reading the status of {folder.name!r}") from None
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"reading the status of {folder.name!r}", exc) from None
         except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
         modseq = st.get(b"HIGHESTMODSEQ")
         self._uidvalidity[folder.server_name] = int(st[b"UIDVALIDITY"])
@@ -271,17 +299,19 @@ class ImapSource:
         try:
             # A set: a server that lists a UID twice gets it fetched once.
             uids = sorted({u for u in self.client.search(criteria) if u > checkpoint.last_uid})
-        except (IMAPClientAbortError, OSError):
-            raise self._guard(f"listing {folder.name!r}") from None
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"listing {folder.name!r}", exc) from None
         except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
                 sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
-            except (IMAPClientAbortError, OSError):
-                raise self._guard(f"listing {folder.name!r}") from None
+            except (IMAPClientAbortError, OSError) as exc:
+                raise self._guard(f"listing {folder.name!r}", exc) from None
             except IMAPClientError as exc:
+                _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
             for uid in chunk:
                 data = sizes.get(uid)
@@ -305,9 +335,10 @@ class ImapSource:
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
-        except (IMAPClientAbortError, OSError):
-            raise self._guard(f"reading flags of {folder.name!r}") from None
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"reading flags of {folder.name!r}", exc) from None
         except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot read flags of {folder.name!r}: {exc}") from None
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
@@ -321,9 +352,10 @@ class ImapSource:
         try:
             data: dict[int, dict[bytes, Any]] = self.client.fetch(
                 uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
-        except (IMAPClientAbortError, OSError):
-            raise self._guard(f"fetching from {folder.name!r}") from None
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"fetching from {folder.name!r}", exc) from None
         except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
             raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None
         finally:
             self._limit[0] = LISTING_LITERAL_LIMIT

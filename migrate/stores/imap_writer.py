@@ -38,12 +38,12 @@ from typing import Any
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
 from migrate.endpoints import Endpoint, PasswordSource
-from migrate.errors import ConnectError, MessageError
+from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledError
 from migrate.folder_map import FolderMapper, MapRule, Target
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.progress import NullReporter, Reporter
 from migrate.state import JobState, Placement
-from migrate.stores.imap import connect_imap, list_imap_folders
+from migrate.stores.imap import THROTTLE_CODES, connect_imap, list_imap_folders
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -533,6 +533,12 @@ class ImapDestination:
                     self._report_dropped(folder, it)
                 after.append(self._placement(it, dest, uv, "done", it.result_uid))
         self.state.record(folder.name, after)
+        quota = [it for it in todo if (it.error or "").startswith("over quota")]
+        if quota:
+            # Every further APPEND would be refused too: stop clearly, keep what is done.
+            raise QuotaError(f"{self.endpoint.host} is over quota: {len(quota)} messages of "
+                             f"{folder.name!r} refused ({(quota[0].error or '')[:160]}); free space "
+                             "or raise the quota, then run the same command again")
         return sum(1 for it in todo if it.error is None)
 
     def _placement(self, it: _Item, dest: str, uv: int | None, state: str,
@@ -597,7 +603,19 @@ class ImapDestination:
             it.error = f"{classify_refusal(text)}: {text.strip()[:200]}"
 
     def _send(self, dest: str, entries: list[dict[str, Any]]) -> tuple[str, str]:
-        """One APPEND (MULTIAPPEND when several): (status, response text); NO/BAD are returned."""
+        """One APPEND (MULTIAPPEND when several): (status, response text); NO/BAD are returned.
+
+        A NO that says "later" ([THROTTLED], [UNAVAILABLE]; [LIMIT] is "too large") is raised
+        as :class:`ThrottledError` instead: nothing was appended, the batch is
+        still in doubt, and the retry wrapper backs off, settles and re-sends.
+        """
+        typ, text = self._send_raw(dest, entries)
+        if typ != "OK" and any(code in text.upper() for code in THROTTLE_CODES[:2]):
+            raise ThrottledError(f"{self.endpoint.host} asked us to slow down while appending to "
+                                 f"{dest!r} ({text.strip()[:160]})")
+        return typ, text
+
+    def _send_raw(self, dest: str, entries: list[dict[str, Any]]) -> tuple[str, str]:
         try:
             if self.can_multiappend:
                 typ, data = self.client.multiappend(dest, entries)

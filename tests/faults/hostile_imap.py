@@ -13,7 +13,10 @@ names and messages are chosen to break things:
   (a literal of 3,000,000,000 bytes is announced, a little is sent, then the
   connection closes);
 * per folder, ``uidvalidity_flip`` (STATUS says one UIDVALIDITY, SELECT
-  another) and ``duplicate_uids`` (SEARCH and FETCH list a UID twice).
+  another) and ``duplicate_uids`` (SEARCH and FETCH list a UID twice);
+* throttling, per folder: ``throttle`` (the first N body fetches are
+  answered ``NO [THROTTLED]``) and ``bye_once`` (``* BYE [UNAVAILABLE]``
+  and a closed connection on the first body fetch).
 
 Everything else is answered correctly, so a client that isolates the bad
 items can archive the rest.
@@ -44,6 +47,8 @@ class HFolder:
     uidvalidity: int = 7
     uidvalidity_flip: bool = False
     duplicate_uids: bool = False
+    throttle: int = 0  # the first N body fetches get NO [THROTTLED]
+    bye_once: bool = False  # the first body fetch gets BYE [UNAVAILABLE] and a closed socket
 
 
 def _literal(data: bytes) -> bytes:
@@ -138,6 +143,14 @@ class HostileImap:
                     conn.sendall(b"* SEARCH " + b" ".join(b"%d" % u for u in uids) + b"\r\n"
                                  + tag + b" OK done\r\n")
                 elif cmd == b"FETCH" and selected is not None and uid_cmd:
+                    if b"BODY" in args.upper() and selected.bye_once:
+                        selected.bye_once = False
+                        conn.sendall(b"* BYE [UNAVAILABLE] down for maintenance, back soon\r\n")
+                        return
+                    if b"BODY" in args.upper() and selected.throttle > 0:
+                        selected.throttle -= 1
+                        conn.sendall(tag + b" NO [THROTTLED] slow down please\r\n")
+                        continue
                     if not self._fetch(conn, selected, args):
                         return
                     conn.sendall(tag + b" OK done\r\n")

@@ -1,0 +1,116 @@
+"""``--rate``: a ceiling on messages or bytes per second, as a wrapper around a source.
+
+Providers throttle clients that pull too fast (Gmail's IMAP bandwidth
+quota, Microsoft 365's per-mailbox limits); staying under their ceiling is
+cheaper than being throttled and backing off. The wrapper paces ``fetch``:
+after each batch it sleeps until the average since the start is back under
+the rate. The engine fetches one batch ahead, so pacing the fetches paces
+the whole transfer, and the destination sees the same rate.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from migrate.errors import UsageError
+from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.stores.base import SourceStore
+
+_UNITS = {"B": 1, "K": 1000, "KB": 1000, "M": 1000**2, "MB": 1000**2, "G": 1000**3, "GB": 1000**3,
+          "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*(?:/\s*s)?\s*$")
+
+
+@dataclass(frozen=True)
+class Rate:
+    messages_per_second: float | None = None
+    bytes_per_second: float | None = None
+
+    def __str__(self) -> str:
+        if self.messages_per_second is not None:
+            return f"{self.messages_per_second:g} messages/s"
+        return f"{self.bytes_per_second:g} bytes/s"
+
+
+def parse_rate(text: str) -> Rate:
+    """'20' or '20msg' -> 20 messages/s; '500KB', '2MB/s', '1MiB' -> bytes/s."""
+    m = _RATE.match(text)
+    if m is None or float(m.group(1)) <= 0:
+        raise UsageError(f"bad --rate {text!r}: give messages per second (e.g. 20) or bytes "
+                         "per second with a unit (e.g. 500KB, 2MB)")
+    value, unit = float(m.group(1)), m.group(2).upper()
+    if unit in ("", "MSG", "MSGS", "MESSAGES"):
+        return Rate(messages_per_second=value)
+    factor = _UNITS.get(unit)
+    if factor:
+        return Rate(bytes_per_second=value * factor)
+    raise UsageError(f"bad --rate unit {m.group(2)!r}: use msg, KB, MB, GB (or KiB, MiB, GiB)")
+
+
+class RateLimitedSource:
+    """A :class:`SourceStore` whose ``fetch`` never runs faster than ``rate`` on average."""
+
+    def __init__(self, inner: SourceStore, rate: Rate,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.inner = inner
+        self.rate = rate
+        self._clock = clock
+        self._sleep = sleep
+        self._start: float | None = None
+        self._messages = 0
+        self._bytes = 0
+
+    def _pace(self, messages: list[Message]) -> None:
+        if self._start is None:
+            self._start = self._clock()
+        self._messages += len(messages)
+        self._bytes += sum(m.size for m in messages)
+        due = 0.0
+        if self.rate.messages_per_second:
+            due = self._messages / self.rate.messages_per_second
+        if self.rate.bytes_per_second:
+            due = max(due, self._bytes / self.rate.bytes_per_second)
+        ahead = due - (self._clock() - self._start)
+        if ahead > 0:
+            self._sleep(ahead)
+
+    def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
+        if self._start is None:
+            self._start = self._clock()
+        got = list(self.inner.fetch(folder, refs))
+        self._pace(got)
+        return iter(got)
+
+    def list_folders(self) -> list[Folder]:
+        return self.inner.list_folders()
+
+    def status(self, folder: Folder) -> FolderStatus:
+        return self.inner.status(folder)
+
+    def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
+                 since: date | None = None) -> Iterator[MessageRef]:
+        return self.inner.list_new(folder, checkpoint, since)
+
+    def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
+                     status: FolderStatus) -> Iterator[FlagChange]:
+        return self.inner.flag_changes(folder, checkpoint, status)
+
+    def take_failures(self, folder: Folder) -> list[str]:
+        take = getattr(self.inner, "take_failures", None)
+        return list(take(folder)) if callable(take) else []
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def limited(source: SourceStore, rate: str | None) -> SourceStore:
+    """``source`` paced by ``--rate`` when given."""
+    return RateLimitedSource(source, parse_rate(rate)) if rate else source
+
+
+__all__ = ["Rate", "RateLimitedSource", "limited", "parse_rate"]

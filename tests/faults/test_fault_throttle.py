@@ -1,0 +1,78 @@
+"""Throttling: the server's "slow down" hints ([THROTTLED], BYE [UNAVAILABLE] with a
+reason) are honoured by backing off and retrying; --rate keeps us under a ceiling."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cli_helpers import PASSWORD_ENV, archive_contents, backup_args, cli_env, run_cli
+from hostile_imap import HFolder, HMessage, HostileImap
+from seeding import bulk_append, imap_login, seed_message
+
+from migrate.errors import UsageError
+from migrate.ratelimit import Rate, parse_rate
+
+
+def test_throttled_and_bye_with_reason_back_off_and_finish(tmp_path):
+    folders = [HFolder(b"INBOX", [HMessage(i + 1, seed_message(i, 3000, tag="t")) for i in range(10)],
+                       throttle=2),
+               HFolder(b"Work", [HMessage(i + 1, seed_message(i, 3000, tag="w")) for i in range(5)],
+                       bye_once=True)]
+    archive = tmp_path / "a.sqlite"
+    with HostileImap(folders) as server:
+        done = run_cli("backup", f"imap://u@127.0.0.1:{server.port}?tls=none", str(archive),
+                       "--password-env", PASSWORD_ENV, "--json", "--retry-delay", "0.05",
+                       env=cli_env("pw"))
+    assert done.code == 0, done.err
+    assert "Traceback" not in done.err
+    assert "asked us to slow down" in done.err and "[THROTTLED] slow down please" in done.err
+    assert "down for maintenance" in done.err  # the BYE's reason is shown
+    assert done.err.count("reconnecting in") >= 3
+    got = archive_contents(archive)
+    assert len(got["INBOX"]) == 10 and len(got["Work"]) == 5
+
+
+def test_throttling_that_never_ends_stops_with_exit_4(tmp_path):
+    folders = [HFolder(b"INBOX", [HMessage(1, seed_message(1, 3000, tag="n"))], throttle=99)]
+    with HostileImap(folders) as server:
+        done = run_cli("backup", f"imap://u@127.0.0.1:{server.port}?tls=none",
+                       str(tmp_path / "a.sqlite"), "--password-env", PASSWORD_ENV,
+                       "--retries", "2", "--retry-delay", "0.01", env=cli_env("pw"))
+    assert done.code == 4, done.err
+    assert "Traceback" not in done.err and "slow down" in done.err and "gave up" in done.err
+
+
+@pytest.mark.parametrize(("text", "rate"), [
+    ("20", Rate(messages_per_second=20)), ("20msg/s", Rate(messages_per_second=20)),
+    ("500KB", Rate(bytes_per_second=500_000)), ("2MB/s", Rate(bytes_per_second=2_000_000)),
+    ("1MiB", Rate(bytes_per_second=1 << 20))])
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["0", "fast", "5 parsecs", "-3"])
+def test_parse_rate_refuses_nonsense(text):
+    with pytest.raises(UsageError):
+        parse_rate(text)
+
+
+def test_rate_paces_a_real_backup(dovecot, account, tmp_path):
+    client = imap_login(dovecot, account)
+    bulk_append(client, "INBOX", [seed_message(i, 10_000, tag="rate") for i in range(30)])
+    client.logout()
+    start = time.monotonic()
+    by_count = run_cli(*backup_args(dovecot, account, tmp_path / "a.sqlite", "--rate", "20"),
+                       password=account.password)
+    counted = time.monotonic() - start
+    assert by_count.code == 0, by_count.err
+    start = time.monotonic()
+    by_bytes = run_cli(*backup_args(dovecot, account, tmp_path / "b.sqlite", "--rate", "100KB"),
+                       password=account.password)
+    sized = time.monotonic() - start
+    assert by_bytes.code == 0, by_bytes.err
+    assert counted >= 1.4, counted  # 30 messages at 20/s
+    assert sized >= 2.8, sized  # 300 KB at 100 KB/s
+    bad = run_cli(*backup_args(dovecot, account, tmp_path / "c.sqlite", "--rate", "fast"),
+                  password=account.password)
+    assert bad.code == 2 and "bad --rate" in bad.err
