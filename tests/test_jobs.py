@@ -299,3 +299,20 @@ def test_job_file_round_trip_and_validation(home, monkeypatch):
     with pytest.raises(UsageError, match="managed by the job"):
         Job("x", "backup", "imaps://a@b", "/tmp/a", Credential("env", "X"),
             options={"password-env": "Y"}).validate()
+
+
+def test_wizard_turns_an_address_into_a_url() -> None:
+    """What the wizard does with "me@gmx.de": the preset's domain, IMAP or POP3 by command."""
+    from migrate.cmd_jobs import address_url
+    from migrate.endpoints import parse_endpoint
+    from migrate.errors import UsageError
+
+    url, provider = address_url(" me@gmx.de ", "backup")
+    assert (url, provider) == ("imaps://me@gmx.de", None)
+    assert parse_endpoint(url).host == "imap.gmx.net"
+    url, _ = address_url("me@web.de", "drain")
+    assert parse_endpoint(url, protocols=("pop3",)).host == "pop3.web.de"
+    assert address_url("imap://u@127.0.0.1:143?tls=none", "backup") == (
+        "imap://u@127.0.0.1:143?tls=none", None)
+    with pytest.raises(UsageError, match="neither an e-mail address"):
+        address_url("nobody", "backup")
