@@ -87,6 +87,12 @@ class RetryPolicy:
             self.reconnects += 1
 
 
+def _gave_up(last: MailmigrateError, attempts: int) -> str:
+    """The final one-line error: the last cause, the budget spent, how to resume."""
+    text = str(last).removesuffix("; run the same command again to resume")
+    return f"{text}; gave up after {attempts} reconnect attempts; run the same command again to resume"
+
+
 def _retrying(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, what: str,
               call: Callable[[], T], before_retry: Callable[[], None] | None = None,
               progress: Callable[[], int] | None = None) -> T:
@@ -110,8 +116,7 @@ def _retrying(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, wha
             seen, attempt = progress(), 0
         while True:
             if attempt >= policy.retries:
-                raise ConnectError(f"{last}; gave up after {attempt} reconnect attempts; "
-                                   "run the same command again to resume") from None
+                raise ConnectError(_gave_up(last, attempt)) from None
             attempt += 1
             wait = policy.backoff(attempt)
             reporter.warn(f"{last}; reconnecting in {wait:.1f} s "
@@ -224,8 +229,7 @@ class RetryingSource:
         """Reconnect with backoff; a server that stays away ends the run (exit 4)."""
         while True:
             if attempt > self.policy.retries:
-                raise ConnectError(f"{last}; gave up after {self.policy.retries} reconnect "
-                                   "attempts; run the same command again to resume") from None
+                raise ConnectError(_gave_up(last, self.policy.retries)) from None
             wait = self.policy.backoff(max(attempt, 1))
             if last.transient:
                 self.reporter.warn(f"{last}; reconnecting in {wait:.1f} s (attempt {max(attempt, 1)} "

@@ -56,8 +56,10 @@ def _literal(data: bytes) -> bytes:
 
 
 class HostileImap:
-    def __init__(self, folders: list[HFolder]) -> None:
+    def __init__(self, folders: list[HFolder], *, overquota: bool = False) -> None:
         self.folders = folders
+        self.overquota = overquota  # every APPEND is refused with NO [OVERQUOTA]
+        self.appends = 0
         self.connections = 0
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -107,7 +109,18 @@ class HostileImap:
                 uid_cmd = b" UID " in line[: len(tag) + 6].upper()
                 if cmd == b"CAPABILITY":
                     conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
-                elif cmd in (b"LOGIN", b"NOOP"):
+                elif cmd == b"CREATE":
+                    if self._folder(args) is None:
+                        name = _name_arg(args)
+                        self.folders.append(HFolder(name))
+                    conn.sendall(tag + b" OK created\r\n")
+                elif cmd == b"APPEND":
+                    self.appends += 1
+                    if self.overquota:
+                        conn.sendall(tag + b" NO [OVERQUOTA] quota exceeded (mailbox is full)\r\n")
+                    else:
+                        conn.sendall(tag + b" NO [CANNOT] this server keeps nothing\r\n")
+                elif cmd in (b"LOGIN", b"NOOP", b"SUBSCRIBE"):
                     conn.sendall(tag + b" OK done\r\n")
                 elif cmd == b"LOGOUT":
                     conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
@@ -135,7 +148,9 @@ class HostileImap:
                     nxt = max((m.uid for m in fo.messages), default=0) + 1
                     conn.sendall(b"* %d EXISTS\r\n* 0 RECENT\r\n* FLAGS (\\Seen)\r\n"
                                  b"* OK [UIDVALIDITY %d] x\r\n* OK [UIDNEXT %d] x\r\n"
-                                 % (len(fo.messages), uv, nxt) + tag + b" OK [READ-ONLY] done\r\n")
+                                 % (len(fo.messages), uv, nxt) + tag
+                                 + (b" OK [READ-ONLY] done\r\n" if cmd == b"EXAMINE"
+                                    else b" OK [READ-WRITE] done\r\n"))
                 elif cmd == b"SEARCH" and selected is not None:
                     uids = [m.uid for m in selected.messages]
                     if selected.duplicate_uids:
@@ -178,14 +193,7 @@ class HostileImap:
             out += f.read(int(m.group(1)))
 
     def _folder(self, args: bytes) -> HFolder | None:
-        m = re.match(rb'\{(\d+)\+?\}\r\n', args)
-        if m:
-            name = args[m.end(): m.end() + int(m.group(1))]
-        elif args.startswith(b'"'):
-            name = re.match(rb'"((?:[^"\\]|\\.)*)"', args, re.S).group(1)  # type: ignore[union-attr]
-            name = re.sub(rb"\\(.)", rb"\1", name)
-        else:
-            name = args.split(b" ")[0]
+        name = _name_arg(args)
         return next((fo for fo in self.folders if fo.name == name), None)
 
     def _fetch(self, conn: socket.socket, fo: HFolder, args: bytes) -> bool:
@@ -213,6 +221,17 @@ class HostileImap:
                 else:
                     conn.sendall(head + _literal(msg.raw) + b")\r\n")
         return True
+
+
+def _name_arg(args: bytes) -> bytes:
+    """The first argument of a command: a literal, a quoted string or an atom."""
+    m = re.match(rb'\{(\d+)\+?\}\r\n', args)
+    if m:
+        return args[m.end(): m.end() + int(m.group(1))]
+    if args.startswith(b'"'):
+        q = re.match(rb'"((?:[^"\\]|\\.)*)"', args, re.S)
+        return re.sub(rb"\\(.)", rb"\1", q.group(1)) if q else b""
+    return args.split(b" ")[0]
 
 
 def _uids(uidset: bytes, top: int) -> set[int]:

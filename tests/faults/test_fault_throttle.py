@@ -76,3 +76,24 @@ def test_rate_paces_a_real_backup(dovecot, account, tmp_path):
     bad = run_cli(*backup_args(dovecot, account, tmp_path / "c.sqlite", "--rate", "fast"),
                   password=account.password)
     assert bad.code == 2 and "bad --rate" in bad.err
+
+
+def test_overquota_on_append_stops_clearly_with_exit_1(tmp_path):
+    """Retrying cannot make room: the run stops at the first refused batch, one line."""
+    source = [HFolder(b"INBOX", [HMessage(i + 1, seed_message(i, 2000, tag="q")) for i in range(8)]),
+              HFolder(b"Work", [HMessage(i + 1, seed_message(i, 2000, tag="qw")) for i in range(8)])]
+    archive = tmp_path / "a.sqlite"
+    with HostileImap(source) as server:
+        made = run_cli("backup", f"imap://u@127.0.0.1:{server.port}?tls=none", str(archive),
+                       "--password-env", PASSWORD_ENV, env=cli_env("pw"))
+    assert made.code == 0, made.err
+    env = cli_env("pw", XDG_STATE_HOME=str(tmp_path / "xdg"))
+    with HostileImap([HFolder(b"INBOX")], overquota=True) as full:
+        done = run_cli("restore", str(archive), f"imap://u@127.0.0.1:{full.port}?tls=none",
+                       "--password-env", PASSWORD_ENV, "--retry-delay", "0.01", env=env)
+        appends = full.appends
+    assert done.code == 1, done.err
+    assert "Traceback" not in done.err
+    lines = [ln for ln in done.err.splitlines() if ln.startswith("mailmigrate: error:")]
+    assert len(lines) == 1 and "over quota" in lines[0] and "free space" in lines[0], done.err
+    assert appends <= 8, appends  # stopped in the first folder, not tried 16 times
