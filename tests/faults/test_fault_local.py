@@ -153,3 +153,35 @@ def test_truncated_mbox_file_stops_with_exit_5_and_touches_nothing(dovecot, acco
     check = run_cli("verify", str(archive))
     assert check.code in (1, 5), check
     assert "Work" in check.out + check.err and "Traceback" not in check.err
+
+
+def test_drain_delete_onto_a_full_disk_deletes_nothing_then_finishes(dovecot, account, small_fs):
+    """POP3 --delete must never delete what the full disk could not take."""
+    seeded = seed(dovecot, account)  # INBOX: 50 x 30 KB = 1.5 MB
+    small_fs.resize("1m")
+    archive = small_fs.path / "a.sqlite"
+    url = f"pop3://{account.name}@127.0.0.1:{dovecot.pop3_port}?tls=none"
+    args = ["drain", url, str(archive), "--password-env", "MM_TEST_PASSWORD", "--delete"]
+    full = run_cli(*args, password=account.password)
+    assert full.code == 5, full.err
+    line = one_error_line(full.err)
+    assert "No space left on device" in line or "disk is full" in line, line
+    client = imap_login(dovecot, account)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        assert len(client.search(["ALL"])) == PER_FOLDER  # nothing deleted
+    finally:
+        client.logout()
+    small_fs.resize("64m")
+    again = run_cli(*args, "--json", password=account.password)
+    assert again.code == 0, again.err
+    conn = sqlite3.connect(archive)
+    raws = sorted(bytes(r) for (r,) in conn.execute("SELECT raw FROM messages"))
+    conn.close()
+    assert raws == sorted(seeded["INBOX"])
+    client = imap_login(dovecot, account)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["ALL"]) == []  # now archived, so deleted
+    finally:
+        client.logout()
