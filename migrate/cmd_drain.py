@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -47,7 +46,7 @@ from migrate.cli_common import (
 from migrate.endpoints import parse_endpoint
 from migrate.engine import TransferOptions, transfer
 from migrate.errors import EXIT_PARTIAL, ConnectError
-from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.model import FolderCheckpoint
 from migrate.progress import LogReporter, NullReporter, Reporter, human_bytes
 from migrate.ratelimit import limited
 from migrate.retry import RetryingSource, retry_call
@@ -131,40 +130,6 @@ class ByteProgress(NullReporter):
         self._log._say(text)
 
 
-class ReadOnlyView:
-    """A dry run's destination: answers from ``archived_at()``, writes nothing.
-
-    ``archived_at()`` is a pure read in both archives, whereas their
-    ``checkpoint()``/``missing()`` may create or update the folder row, which
-    a read-only archive refuses (and a dry run must not do anyway).
-    """
-
-    def __init__(self, archive: Any) -> None:
-        self.archive = archive
-
-    def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
-        return FolderCheckpoint()
-
-    def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
-        return dict(self.archive.archived_at(folder, keys))
-
-    def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
-        held = self.archived_at(folder, [r.key for r in refs])
-        return [r for r in refs if r.key not in held]
-
-    def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
-        return 0
-
-    def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
-        return 0
-
-    def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
-        pass
-
-    def close(self) -> None:
-        self.archive.close()
-
-
 @app.command()
 def drain(
     source: Annotated[str, typer.Argument(
@@ -212,8 +177,8 @@ def drain(
 
             dest: Any = EmptyDestination()
         elif dry_run:
-            dest = ReadOnlyView(open_archive(archive, archive_format, account=account,
-                                             readonly=True))
+            # read-only archives answer checkpoint/missing/archived_at without writing
+            dest = open_archive(archive, archive_format, account=account, readonly=True)
         else:
             dest = open_archive(archive, archive_format, account=account, lock_wait=lock_wait)
         try:
