@@ -252,7 +252,9 @@ def test_drain_survives_resets_mid_retr_then_deletes_exactly_what_it_archived(
         carried = proxy.bytes_from_server
     assert code == 0, err
     assert sessions >= 4, err
-    assert carried < 1.3 * PER_FOLDER * SIZE, "messages were downloaded twice"
+    # Each cut can waste what was in flight in the RETR pipeline (a few messages);
+    # downloading what was already archived again would carry 2x or more.
+    assert carried < 1.7 * PER_FOLDER * SIZE, "messages were downloaded twice"
     assert "Traceback" not in err
     assert json.loads(out)["new_messages"] == PER_FOLDER
     conn = sqlite3.connect(archive)
