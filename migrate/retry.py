@@ -141,21 +141,30 @@ def retry_call(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, wh
     return _retrying(policy, reporter, store, what, call)
 
 
-class RetryingSource:
+class _RetryingStore:
+    """What both wrappers share: a reconnectable inner store and one retried call."""
+
+    def __init__(self, inner: object, policy: RetryPolicy, reporter: Reporter | None = None
+                 ) -> None:
+        if not isinstance(inner, Reconnectable):
+            raise TypeError(f"{type(inner).__name__} cannot reconnect")
+        self._reconnectable: Reconnectable = inner
+        self.policy = policy
+        self.reporter = reporter or NullReporter()
+
+    def _do(self, what: str, call: Callable[[], T],
+            before_retry: Callable[[], None] | None = None) -> T:
+        return _retrying(self.policy, self.reporter, self._reconnectable, what, call, before_retry)
+
+
+class RetryingSource(_RetryingStore):
     """A :class:`SourceStore` that survives dropped connections of a reconnectable source."""
 
     def __init__(self, inner: SourceStore, policy: RetryPolicy,
                  reporter: Reporter | None = None) -> None:
-        if not isinstance(inner, Reconnectable):
-            raise TypeError(f"{type(inner).__name__} cannot reconnect")
+        super().__init__(inner, policy, reporter)
         self.inner = inner
-        self._reconnectable: Reconnectable = inner
-        self.policy = policy
-        self.reporter = reporter or NullReporter()
         self._failures: dict[str, list[str]] = {}
-
-    def _do(self, what: str, call: Callable[[], T]) -> T:
-        return _retrying(self.policy, self.reporter, self._reconnectable, what, call)
 
     def list_folders(self) -> list[Folder]:
         return self._do("listing folders", self.inner.list_folders)
@@ -253,25 +262,20 @@ class RetryingSource:
         self.inner.close()
 
 
-class RetryingDestination:
+class RetryingDestination(_RetryingStore):
     """A :class:`DestinationStore` that reconnects and re-sends only what is still missing."""
 
     def __init__(self, inner: DestinationStore, policy: RetryPolicy,
                  reporter: Reporter | None = None) -> None:
-        if not isinstance(inner, Reconnectable):
-            raise TypeError(f"{type(inner).__name__} cannot reconnect")
+        super().__init__(inner, policy, reporter)
         self.inner = inner
-        self._reconnectable: Reconnectable = inner
-        self.policy = policy
-        self.reporter = reporter or NullReporter()
 
     def _settle(self, folder: Folder) -> None:
         if isinstance(self.inner, SettlingDestination):
             self.inner.settle(folder)
 
     def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
-        return _retrying(self.policy, self.reporter, self._reconnectable,
-                         f"opening {folder.name!r}", lambda: self.inner.checkpoint(folder, status))
+        return self._do(f"opening {folder.name!r}", lambda: self.inner.checkpoint(folder, status))
 
     def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
         return self.inner.missing(folder, refs)
@@ -290,13 +294,11 @@ class RetryingDestination:
                 folder, [MessageRef(key=m.key, uid=m.uid, size=m.size) for m in todo])}
             todo[:] = [m for m in todo if m.key in still]
 
-        return _retrying(self.policy, self.reporter, self._reconnectable,
-                         f"storing into {folder.name!r}", send, settle)
+        return self._do(f"storing into {folder.name!r}", send, settle)
 
     def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
-        return _retrying(self.policy, self.reporter, self._reconnectable,
-                         f"updating flags in {folder.name!r}",
-                         lambda: self.inner.update_flags(folder, changes))
+        return self._do(f"updating flags in {folder.name!r}",
+                        lambda: self.inner.update_flags(folder, changes))
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         self.inner.finish_folder(folder, status, complete)
