@@ -3,19 +3,14 @@ incremental re-runs, and exactly once under kill -9."""
 
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import dovecot as dovecot_module
 import pytest
 from cli_helpers import PASSWORD_ENV, cli_env, imap_url, run_cli
-from seeding import append, bulk_append, create_folder, imap_login, seed_message
+from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed
+from seeding import append, create_folder, imap_login
 from test_backup import DATES, seed_rich_account, server_state
 from test_restore import placed
 
@@ -133,42 +128,17 @@ def test_gesendet_lands_in_destination_sent(dovecot, dovecot_sent, tmp_path):
 
 @pytest.mark.slow
 def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path):
-    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
+    seed, rng = kill_seed()
     a, c = dovecot.add_user(), dovecot.add_user()
-    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    folders = FOLDERS
     client = imap_login(dovecot, a)
-    for name in folders[1:]:
-        create_folder(client, name, parents=True)
-    counter = 0
-
-    def add_mail(n: int) -> None:
-        nonlocal counter
-        for name in folders:
-            batch = [seed_message(counter + i, rng.choice([600, 5_000, 40_000]), tag=name[:4])
-                     for i in range(n)]
-            counter += n
-            bulk_append(client, name, batch)
-
-    add_mail(250)
+    mailbox = GrowingMailbox(client, rng)
+    mailbox.add(250)
     env = copy_env(tmp_path, a, c)
-    args = [sys.executable, "-m", "migrate", *copy_args(dovecot, a, dovecot, c, "--quiet")]
-    kills = attempts = 0
-    while kills < 12 and attempts < 80:
-        attempts += 1
-        if attempts > 1:
-            add_mail(60)
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
-    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    kill_loop(copy_args(dovecot, a, dovecot, c, "--quiet"), env, rng, seed,
+              lambda: mailbox.add(60))
     client.logout()
+    counter = mailbox.count
     final = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
     assert final.code == 0, f"seed {seed}: {final.err}"
     source, dest = server_state(dovecot, a, folders), server_state(dovecot, c, folders)

@@ -5,15 +5,14 @@ from __future__ import annotations
 import mailbox
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import archive_contents, backup_args, cli_env
-from seeding import bulk_append, create_folder, imap_login, seed_message
+from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed
+from seeding import bulk_append, imap_login, seed_message
 from test_backup import assert_archive_matches_server, server_state
 
 pytestmark = pytest.mark.slow
@@ -29,40 +28,16 @@ def start_backup(dovecot, user, archive: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.parametrize("kind", ["archive.sqlite", "tree"])
 def test_kill9_loop_ends_exactly_once(dovecot, account, tmp_path, kind):
-    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
-    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    seed, rng = kill_seed()
+    folders = FOLDERS
     client = imap_login(dovecot, account)
-    for name in folders[1:]:
-        create_folder(client, name, parents=True)
-    counter = 0
-
-    def add_mail(n: int) -> None:
-        nonlocal counter
-        for name in folders:
-            batch = [seed_message(counter + i, rng.choice([600, 5_000, 40_000]), tag=name[:4])
-                     for i in range(n)]
-            counter += n
-            bulk_append(client, name, batch)
-
-    add_mail(250)
+    growing = GrowingMailbox(client, rng)
+    growing.add(250)
     archive = tmp_path / kind
-    kills = 0
-    attempts = 0
-    while kills < 12 and attempts < 80:
-        attempts += 1
-        if attempts > 1:
-            add_mail(60)  # keep the transfer busy so kills land mid-batch
-        proc = start_backup(dovecot, account, archive)
-        time.sleep(rng.uniform(0.2, 1.2))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
-    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    kill_loop(backup_args(dovecot, account, archive, "--quiet"), cli_env(account.password), rng,
+              seed, lambda: growing.add(60), pause=(0.2, 1.2))
     client.logout()
+    counter = growing.count
     final = start_backup(dovecot, account, archive)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""
     state = server_state(dovecot, account, folders)

@@ -154,38 +154,21 @@ def _grow_archive(path: Path, folders: list[str], start: int, n: int, rng) -> in
 
 @pytest.mark.slow
 def test_restore_kill9_loop_ends_exactly_once(dovecot, tmp_path):
-    import os
-    import random
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from cli_helpers import sqlite_folder_contents
+    from killloop import FOLDERS, kill_loop, kill_seed
 
-    seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
-    rng = random.Random(seed)
+    seed, rng = kill_seed()
     b = dovecot.add_user()
-    folders = ["INBOX", "Alpha", "Beta/Gamma"]
+    folders = FOLDERS
     archive = tmp_path / "big.sqlite"
-    counter = _grow_archive(archive, folders, 1, 300, rng)
+    next_number = [_grow_archive(archive, folders, 1, 300, rng)]
+
+    def grow() -> None:
+        next_number[0] = _grow_archive(archive, folders, next_number[0], 60, rng)
+
     env = state_env(tmp_path, b.password)
-    args = [sys.executable, "-m", "migrate", *restore_args(archive, dovecot, b, "--quiet")]
-    kills = attempts = 0
-    while kills < 12 and attempts < 80:
-        attempts += 1
-        if attempts > 1:
-            counter = _grow_archive(archive, folders, counter, 60, rng)
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
-    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
+    kill_loop(restore_args(archive, dovecot, b, "--quiet"), env, rng, seed, grow)
+    counter = next_number[0]
     final = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
     assert final.code == 0, f"seed {seed}: {final.err}"
     archived = sqlite_folder_contents(archive)
