@@ -14,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,6 +158,9 @@ class PasswordSource:
     _cached: str | None = field(default=None, repr=False)
     _token: str | None = field(default=None, repr=False)
     _token_expires: float | None = field(default=None, repr=False)
+    # Parallel connections (--max-connections) log in from several threads:
+    # the prompt, the command and a token refresh must each run once.
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def literal(cls, secret: str) -> PasswordSource:
@@ -164,9 +168,10 @@ class PasswordSource:
         return cls(_cached=secret)
 
     def get(self) -> str:
-        if self._cached is None:
-            self._cached = self._resolve()
-        return self._cached
+        with self._lock:
+            if self._cached is None:
+                self._cached = self._resolve()
+            return self._cached
 
     @property
     def is_oauth2(self) -> bool:
@@ -178,11 +183,13 @@ class PasswordSource:
         so a long run that reconnects after an hour logs in with a fresh one."""
         if self.oauth2_command is None:
             raise UsageError("no --oauth2-token-command given for an OAuth2 login")
-        expiring = self._token_expires is not None and time.monotonic() > self._token_expires - 60
-        if self._token is None or refresh or expiring:
-            self._token, lifetime = _run_token_command(self.oauth2_command)
-            self._token_expires = time.monotonic() + lifetime if lifetime is not None else None
-        return self._token
+        with self._lock:
+            expiring = (self._token_expires is not None
+                        and time.monotonic() > self._token_expires - 60)
+            if self._token is None or refresh or expiring:
+                self._token, lifetime = _run_token_command(self.oauth2_command)
+                self._token_expires = time.monotonic() + lifetime if lifetime is not None else None
+            return self._token
 
     def _resolve(self) -> str:
         given = [x for x in (self.env, self.file, self.command, self.keyring) if x]

@@ -12,11 +12,20 @@ work per folder is what makes the guarantees:
 4. Each batch is stored with its checkpoint in one durable step; a crash
    loses at most the batch in flight, which the next run fetches again.
 5. Only then is the folder marked done at the STATUS taken in step 1.
+
+With ``connections > 1`` (``--max-connections``) several folders are read
+at once, each on its own source connection, while every destination and
+reporter call still runs on the calling thread, one at a time
+(:mod:`migrate.parallel`): the order of durable steps per folder, and so
+every guarantee above, is the same as with one connection.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -24,6 +33,7 @@ from datetime import date
 from migrate.errors import MailmigrateError, MessageError
 from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.parallel import Aborted, CallQueue, Serialized
 from migrate.progress import NullReporter, Reporter
 from migrate.stores.base import DestinationStore, SourceStore
 
@@ -39,6 +49,8 @@ class TransferOptions:
     dry_run: bool = False
     batch_bytes: int = DEFAULT_BATCH_BYTES
     batch_messages: int = DEFAULT_BATCH_MESSAGES
+    #: Source connections reading folders at once (needs ``open_source``).
+    connections: int = 1
 
 
 @dataclass
@@ -124,29 +136,119 @@ def transfer(
     dest: DestinationStore,
     options: TransferOptions | None = None,
     reporter: Reporter | None = None,
+    open_source: Callable[[], SourceStore] | None = None,
 ) -> TransferResult:
-    """Copy every selected folder from ``source`` to ``dest``, resumably."""
+    """Copy every selected folder from ``source`` to ``dest``, resumably.
+
+    ``open_source`` opens one more connection to the same source; with it and
+    ``options.connections > 1`` up to that many folders are read at once.
+    """
     options = options or TransferOptions()
     reporter = reporter or NullReporter()
     result = TransferResult(dry_run=options.dry_run)
     folders = select_folders(source.list_folders(), options.include, options.exclude)
     reporter.start(len(folders))
-    for folder in folders:
-        folder_result = FolderResult(folder.name)
-        result.folders.append(folder_result)
-        try:
-            _transfer_folder(source, dest, folder, options, reporter, folder_result)
-        except MessageError as exc:
-            folder_result.error = str(exc)
-            reporter.warn(f"{folder.name}: {exc}")
-        reporter.folder_done(folder_result)
+    result.folders = [FolderResult(f.name) for f in folders]
+    work = list(zip(folders, result.folders, strict=True))
+    selectable = sum(1 for f in folders if f.selectable)
+    if options.connections > 1 and open_source is not None and selectable > 1:
+        _transfer_parallel(source, dest, work, options, reporter, open_source)
+    else:
+        for folder, folder_result in work:
+            _transfer_one(source, dest, folder, options, reporter, folder_result)
     reporter.finish(result)
     return result
 
 
+def _transfer_one(source: SourceStore, dest: DestinationStore, folder: Folder,
+                  options: TransferOptions, reporter: Reporter, out: FolderResult,
+                  should_stop: Callable[[], bool] = lambda: False) -> None:
+    """One folder; a per-message problem becomes the folder's error, the rest goes on."""
+    try:
+        _transfer_folder(source, dest, folder, options, reporter, out, should_stop)
+    except MessageError as exc:
+        out.error = str(exc)
+        reporter.warn(f"{folder.name}: {exc}")
+    reporter.folder_done(out)
+
+
+def _transfer_parallel(source: SourceStore, dest: DestinationStore,
+                       work: list[tuple[Folder, FolderResult]], options: TransferOptions,
+                       reporter: Reporter, open_source: Callable[[], SourceStore]) -> None:
+    """Up to ``options.connections`` workers take folders from one queue.
+
+    Worker 0 reads on the connection that listed the folders; the others open
+    their own. A server that refuses an extra connection (a provider's cap)
+    costs only speed: that worker stops and the folder goes back on the queue.
+    The first fatal error stops every worker at its next batch and is raised
+    here, after all of them have stopped, so nothing is written after it.
+    """
+    calls = CallQueue()
+    shared_dest: DestinationStore = Serialized(dest, calls)  # type: ignore[assignment]
+    shared_reporter: Reporter = Serialized(reporter, calls)  # type: ignore[assignment]
+    todo: queue.SimpleQueue[tuple[Folder, FolderResult]] = queue.SimpleQueue()
+    for item in work:
+        todo.put(item)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+    workers = min(options.connections, sum(1 for f, _ in work if f.selectable))
+
+    def run_worker(index: int) -> None:
+        own: SourceStore | None = source if index == 0 else None
+        opened = False
+        try:
+            while not stop.is_set():
+                try:
+                    folder, out = todo.get_nowait()
+                except queue.Empty:
+                    return
+                if own is None:
+                    try:
+                        own = open_source()
+                        opened = True
+                    except MailmigrateError as exc:
+                        todo.put((folder, out))
+                        shared_reporter.warn(f"connection {index + 1} of {workers} not opened "
+                                             f"({exc}); going on with fewer")
+                        return
+                _transfer_one(own, shared_dest, folder, options, shared_reporter, out,
+                              stop.is_set)
+        except Aborted:
+            pass
+        except BaseException as exc:  # handed to the serving thread, raised there
+            failures.append(exc)
+            stop.set()
+        finally:
+            if opened and own is not None:
+                with contextlib.suppress(Exception):
+                    own.close()
+            calls.done()
+
+    threads = [threading.Thread(target=run_worker, args=(i,), daemon=True,
+                                name=f"mailmigrate-worker-{i}") for i in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        calls.serve(len(threads))
+    except BaseException:
+        stop.set()
+        raise
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    # Folders whose worker could not connect, after every other worker ended.
+    while True:
+        try:
+            folder, out = todo.get_nowait()
+        except queue.Empty:
+            break
+        _transfer_one(source, dest, folder, options, reporter, out)
+
+
 def _transfer_folder(
     source: SourceStore, dest: DestinationStore, folder: Folder, options: TransferOptions,
-    reporter: Reporter, out: FolderResult,
+    reporter: Reporter, out: FolderResult, should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     if not folder.selectable:
         # A \Noselect parent holds no mail but shapes the tree: record it.
@@ -178,6 +280,8 @@ def _transfer_folder(
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailmigrate-fetch") as pool:
         pending: tuple[list[MessageRef], Future[list[Message]]] | None = None
         for batch in batches(refs, options.batch_bytes, options.batch_messages):
+            if should_stop():
+                raise Aborted("another connection failed")
             todo = dest.missing(folder, batch)
             if not todo:
                 continue

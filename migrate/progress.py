@@ -89,7 +89,9 @@ class LogReporter(NullReporter):
         self._t0 = time.monotonic()
 
     def _say(self, text: str) -> None:
-        print(f"mailmigrate: {text}", file=self.stream, flush=True)
+        # One write per line: worker threads (--max-connections) warn too.
+        self.stream.write(f"mailmigrate: {text}\n")
+        self.stream.flush()
 
     def start(self, folders: int) -> None:
         self._t0 = time.monotonic()

@@ -5,12 +5,14 @@ quota, Microsoft 365's per-mailbox limits); staying under their ceiling is
 cheaper than being throttled and backing off. The wrapper paces ``fetch``:
 after each batch it sleeps until the average since the start is back under
 the rate. The engine fetches one batch ahead, so pacing the fetches paces
-the whole transfer, and the destination sees the same rate.
+the whole transfer, and the destination sees the same rate. All connections
+of one run (``--max-connections``) share one :class:`Pacer`.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -51,39 +53,58 @@ def parse_rate(text: str) -> Rate:
     raise UsageError(f"bad --rate unit {m.group(2)!r}: use msg, KB, MB, GB (or KiB, MiB, GiB)")
 
 
-class RateLimitedSource:
-    """A :class:`SourceStore` whose ``fetch`` never runs faster than ``rate`` on average."""
+class Pacer:
+    """The running average behind ``--rate``, shared by every connection of a run.
 
-    def __init__(self, inner: SourceStore, rate: Rate,
-                 clock: Callable[[], float] = time.monotonic,
+    With ``--max-connections`` several sources fetch at once; each paces
+    through the same pacer, so the ceiling holds for the run as a whole and
+    not per connection. The sleep happens outside the lock: one connection
+    waiting does not stop another from counting what it already fetched.
+    """
+
+    def __init__(self, rate: Rate, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.inner = inner
         self.rate = rate
         self._clock = clock
         self._sleep = sleep
+        self._lock = threading.Lock()
         self._start: float | None = None
         self._messages = 0
         self._bytes = 0
 
-    def _pace(self, messages: list[Message]) -> None:
-        if self._start is None:
-            self._start = self._clock()
-        self._messages += len(messages)
-        self._bytes += sum(m.size for m in messages)
-        due = 0.0
-        if self.rate.messages_per_second:
-            due = self._messages / self.rate.messages_per_second
-        if self.rate.bytes_per_second:
-            due = max(due, self._bytes / self.rate.bytes_per_second)
-        ahead = due - (self._clock() - self._start)
+    def begin(self) -> None:
+        with self._lock:
+            if self._start is None:
+                self._start = self._clock()
+
+    def pace(self, messages: Sequence[Message]) -> None:
+        """Account for ``messages`` and sleep until the average is under the rate."""
+        with self._lock:
+            if self._start is None:
+                self._start = self._clock()
+            self._messages += len(messages)
+            self._bytes += sum(m.size for m in messages)
+            due = 0.0
+            if self.rate.messages_per_second:
+                due = self._messages / self.rate.messages_per_second
+            if self.rate.bytes_per_second:
+                due = max(due, self._bytes / self.rate.bytes_per_second)
+            ahead = due - (self._clock() - self._start)
         if ahead > 0:
             self._sleep(ahead)
 
+
+class RateLimitedSource:
+    """A :class:`SourceStore` whose ``fetch`` never runs faster than its pacer allows."""
+
+    def __init__(self, inner: SourceStore, pacer: Pacer) -> None:
+        self.inner = inner
+        self.pacer = pacer
+
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
-        if self._start is None:
-            self._start = self._clock()
+        self.pacer.begin()
         got = list(self.inner.fetch(folder, refs))
-        self._pace(got)
+        self.pacer.pace(got)
         return iter(got)
 
     def list_folders(self) -> list[Folder]:
@@ -108,9 +129,17 @@ class RateLimitedSource:
         self.inner.close()
 
 
-def limited(source: SourceStore, rate: str | None) -> SourceStore:
-    """``source`` paced by ``--rate`` when given."""
-    return RateLimitedSource(source, parse_rate(rate)) if rate else source
+def limited(source: SourceStore, rate: str | Pacer | None) -> SourceStore:
+    """``source`` paced by ``--rate`` when given; pass one :class:`Pacer` to every
+    connection of a run so that they share the ceiling."""
+    if rate is None:
+        return source
+    return RateLimitedSource(source, rate if isinstance(rate, Pacer) else Pacer(parse_rate(rate)))
 
 
-__all__ = ["Rate", "RateLimitedSource", "limited", "parse_rate"]
+def shared_pacer(rate: str | None) -> Pacer | None:
+    """One pacer for all of a run's connections, or None without ``--rate``."""
+    return Pacer(parse_rate(rate)) if rate else None
+
+
+__all__ = ["Pacer", "Rate", "RateLimitedSource", "limited", "parse_rate", "shared_pacer"]

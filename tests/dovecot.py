@@ -246,7 +246,7 @@ first_valid_gid = {gid}
 mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:~/Maildir{layout}
-mail_max_userip_connections = 50
+mail_max_userip_connections = {max_userip}
 mail_fsync = {mail_fsync}
 pop3_uidl_format = %08Xu%08Xv
 
@@ -351,6 +351,7 @@ class DovecotServer:
         mail_fsync: str = "never",
         keep: bool | None = None,
         oauth2_introspection_url: str | None = None,
+        max_userip_connections: int = 50,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' (Maildir LAYOUT=fs) or '.' (Maildir++)")
@@ -359,6 +360,8 @@ class DovecotServer:
         self.tz = tz
         self.mail_fsync = mail_fsync
         self.oauth2_introspection_url = oauth2_introspection_url
+        # A provider's connection cap (Dovecot counts per user and client IP).
+        self.max_userip_connections = max_userip_connections
         self.host = HOST
         self.keep = bool(os.environ.get("MAILMIGRATE_KEEP_DOVECOT")) if keep is None else keep
         self.dir = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))
@@ -413,6 +416,7 @@ class DovecotServer:
                 oauth_mechs=oauth_mechs,
                 oauth_passdb=oauth_passdb,
                 mail_fsync=self.mail_fsync,
+                max_userip=self.max_userip_connections,
                 imap_port=self.imap_port,
                 imaps_port=self.imaps_port,
                 pop3_port=self.pop3_port,

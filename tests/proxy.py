@@ -168,6 +168,8 @@ class TcpProxy:
         self.bytes_from_server = 0
         self.bytes_to_server = 0
         self.connections_accepted = 0
+        #: The most connections that were open at the same moment.
+        self.peak_connections = 0
         self._from_server_rec = bytearray()
         self._to_server_rec = bytearray()
         self.transcript_truncated = False
@@ -309,6 +311,7 @@ class TcpProxy:
             with self._lock:
                 self._conns.add(conn)
                 self.connections_accepted += 1
+                self.peak_connections = max(self.peak_connections, len(self._conns))
                 cut = self._cut
             conn.start()
             if cut is not None and cut.per_connection and cut.remaining == 0:

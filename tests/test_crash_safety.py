@@ -26,16 +26,18 @@ def start_backup(dovecot, user, archive: Path) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.parametrize("kind", ["archive.sqlite", "tree"])
-def test_kill9_loop_ends_exactly_once(dovecot, account, tmp_path, kind):
+@pytest.mark.parametrize(("kind", "connections"),
+                         [("archive.sqlite", 1), ("tree", 1), ("archive.sqlite", 3)])
+def test_kill9_loop_ends_exactly_once(dovecot, account, tmp_path, kind, connections):
+    """Also with three folders read at once: kills land while several connections fetch."""
     seed, rng = kill_seed()
     folders = FOLDERS
     client = imap_login(dovecot, account)
     growing = GrowingMailbox(client, rng)
     growing.add(250)
     archive = tmp_path / kind
-    kill_loop(backup_args(dovecot, account, archive, "--quiet"), cli_env(account.password), rng,
-              seed, lambda: growing.add(60), pause=(0.2, 1.2))
+    kill_loop(backup_args(dovecot, account, archive, "--quiet", "--max-connections", str(connections)),
+              cli_env(account.password), rng, seed, lambda: growing.add(60), pause=(0.2, 1.2))
     client.logout()
     counter = growing.count
     final = start_backup(dovecot, account, archive)
