@@ -27,6 +27,7 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    MaxConnectionsOpt,
     OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
@@ -38,6 +39,7 @@ from migrate.cli_common import (
     RetryDelayOpt,
     SinceOpt,
     TimeoutOpt,
+    announce,
     app,
     emit_summary,
     exit_code_for,
@@ -77,18 +79,28 @@ def backup(
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
+    max_connections: MaxConnectionsOpt = None,
 ) -> None:
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
     def body() -> int:
-        from migrate.ratelimit import limited
+        from migrate import run_defaults
+        from migrate.ratelimit import limited, shared_pacer
         from migrate.retry import RetryingSource
+        from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
         endpoint = parse_endpoint(source, insecure=insecure,
                                   cafile=str(cafile) if cafile else None, provider=provider)
-        options = TransferOptions(include=folder or (), exclude=exclude or (),
-                                  since=parse_since(since), dry_run=dry_run)
+        reporter = make_reporter(quiet, as_json)
+        run = run_defaults.resolve(endpoint, connections=max_connections, rate=rate,
+                                   include=folder, exclude=exclude, warn=reporter.warn)
+        announce(run.notes, quiet)
+        options = TransferOptions(include=run.include, exclude=run.exclude,
+                                  since=parse_since(since), dry_run=dry_run,
+                                  connections=run.connections)
+        pacer = shared_pacer(run.rate)
+        policy = retry_policy(retries, retry_delay)
         account = f"{endpoint.user}@{endpoint.host}"
         password = password_source(endpoint, password_env, password_file, password_command,
                                    oauth2_token_command)
@@ -100,11 +112,13 @@ def backup(
             dest = open_archive(archive, archive_format, account=account, readonly=dry_run,
                                 lock_wait=lock_wait)
         try:
-            reporter = make_reporter(quiet, as_json)
-            src = RetryingSource(ImapSource(endpoint, password, timeout=timeout),
-                                 retry_policy(retries, retry_delay), reporter)
+            def open_source() -> SourceStore:
+                return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
+                                              policy, reporter), pacer)
+
+            src = open_source()
             try:
-                result = transfer(limited(src, rate), dest, options, reporter)
+                result = transfer(src, dest, options, reporter, open_source=open_source)
             finally:
                 src.close()
         finally:

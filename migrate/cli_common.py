@@ -10,7 +10,7 @@ import errno
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -77,6 +77,10 @@ RetriesOpt = Annotated[int, typer.Option(
 RateOpt = Annotated[str | None, typer.Option(
     "--rate", metavar="RATE",
     help="At most this many messages per second (e.g. 20) or bytes per second (e.g. 2MB).")]
+MaxConnectionsOpt = Annotated[int | None, typer.Option(
+    "--max-connections", min=1, metavar="N",
+    help="Read up to N folders at once, each on its own connection to the source "
+    "(default: the provider preset's, else 1). Keep N under the provider's cap.")]
 RetryDelayOpt = Annotated[float, typer.Option(
     "--retry-delay", min=0.0, metavar="SECONDS",
     help="First wait before reconnecting; doubled per attempt (with jitter), at most 30 s.")]
@@ -136,6 +140,13 @@ def password_source(endpoint: Endpoint, env: str | None, file: Path | None,
                     command: str | None, oauth2_command: str | None = None) -> PasswordSource:
     return PasswordSource(env=env, file=file, command=command, oauth2_command=oauth2_command,
                           prompt_label=f"password for {endpoint.user}@{endpoint.host}")
+
+
+def announce(lines: Iterable[str], quiet: bool) -> None:
+    """Tell the user, on stderr, which defaults came from where (never with --quiet)."""
+    if not quiet:
+        for line in lines:
+            typer.echo(f"mailmigrate: {line}", err=True)
 
 
 def emit_summary(command: str, result: TransferResult, extra: dict[str, Any]) -> None:
