@@ -6,6 +6,7 @@ archive, then a no-op re-run. Reports msgs/s, MB/s, peak RSS (of the CLI
 process alone, from wait4) and the no-op time, median of --repeat runs.
 
     python bench/bench_backup.py [--messages 5000] [--folders 15] [--repeat 3]
+                                 [--connections 1,3]
 
 Needs Dovecot installed (as for the tests); reuses tests/dovecot.py.
 """
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--megabytes", type=float, default=358)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--kinds", default="sqlite,tree")
+    parser.add_argument("--connections", default="1",
+                        help="comma-separated --max-connections values to compare")
     opts = parser.parse_args()
     rng = random.Random(42)
     with DovecotServer() as server:
@@ -77,12 +80,14 @@ def main() -> None:
               f"{len(names)} folders ({time.perf_counter() - t0:.1f}s)")
         env = dict(os.environ, BENCH_PW=user.password)
         url = f"imap://{user.name}@127.0.0.1:{server.imap_port}?tls=none"
-        for kind in opts.kinds.split(","):
+        runs = [(k, int(c)) for k in opts.kinds.split(",") for c in opts.connections.split(",")]
+        for kind, connections in runs:
             full, noop, rss = [], [], []
             for _ in range(opts.repeat):
                 work = Path(tempfile.mkdtemp(prefix="mmbench"))
                 archive = work / ("a.sqlite" if kind == "sqlite" else "tree")
-                args = ["backup", url, str(archive), "--password-env", "BENCH_PW", "--quiet"]
+                args = ["backup", url, str(archive), "--password-env", "BENCH_PW", "--quiet",
+                        "--max-connections", str(connections)]
                 took, peak = run(args, env)
                 again, _ = run(args, env)
                 full.append(took)
@@ -90,7 +95,8 @@ def main() -> None:
                 rss.append(peak)
                 shutil.rmtree(work)
             t = statistics.median(full)
-            print(f"{kind:7s} {opts.messages / t:7.0f} msgs/s {total_bytes / 1e6 / t:6.1f} MB/s "
+            print(f"{kind:7s} x{connections} {opts.messages / t:7.0f} msgs/s "
+                  f"{total_bytes / 1e6 / t:6.1f} MB/s "
                   f"peak RSS {statistics.median(rss) / 1024:5.0f} MB  "
                   f"no-op {statistics.median(noop):.2f}s  (full run {t:.1f}s)")
 

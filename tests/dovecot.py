@@ -247,6 +247,13 @@ mail_uid = {uid}
 mail_gid = {gid}
 mail_location = maildir:~/Maildir{layout}
 mail_max_userip_connections = {max_userip}
+# quota is on for everyone but unlimited unless a user's passwd line sets a
+# rule (add_user(quota_bytes=...)): APPEND then fails with NO [OVERQUOTA]
+mail_plugins = $mail_plugins quota
+plugin {{
+  quota = count:User quota
+  quota_vsizes = yes
+}}
 mail_fsync = {mail_fsync}
 pop3_uidl_format = %08Xu%08Xv
 
@@ -503,8 +510,13 @@ class DovecotServer:
 
     # -- users -------------------------------------------------------------
 
-    def add_user(self, name: str | None = None, password: str | None = None) -> User:
-        """Create a fresh, empty account; usable immediately (no restart)."""
+    def add_user(self, name: str | None = None, password: str | None = None,
+                 quota_bytes: int | None = None) -> User:
+        """Create a fresh, empty account; usable immediately (no restart).
+
+        ``quota_bytes`` gives the account a storage quota (Dovecot's quota
+        plugin): an APPEND beyond it is refused with ``NO [OVERQUOTA]``.
+        """
         if name is None:
             name = f"u{next(self._users)}_{secrets.token_hex(3)}"
         if password is None:
@@ -518,14 +530,27 @@ class DovecotServer:
             raise ValueError(f"user {name!r} exists already")
         # user:password:uid:gid:gecos:home:shell:extra -- uid/gid empty so that
         # mail_uid/mail_gid apply (passwd-file rejects a literal uid 0).
-        line = f"{name}:{{PLAIN}}{password}::::{self.mail_dir / name}::\n"
-        tmp = self.passwd_dir / f".{name}.tmp"
-        tmp.write_text(line, encoding="utf-8")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        line = self._passwd_line(name, password, quota_bytes)
+        self._write_passwd(name, line)
         with open(self.passwd_path, "a", encoding="utf-8") as f:
             f.write(line)
         return User(name, password)
+
+    def _passwd_line(self, name: str, password: str, quota_bytes: int | None) -> str:
+        extra = f"userdb_quota_rule=*:bytes={quota_bytes}" if quota_bytes is not None else ""
+        return f"{name}:{{PLAIN}}{password}::::{self.mail_dir / name}::{extra}\n"
+
+    def _write_passwd(self, name: str, line: str) -> None:
+        tmp = self.passwd_dir / f".{name}.tmp"
+        tmp.write_text(line, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, self.passwd_dir / name)
+
+    def set_quota(self, user: User, quota_bytes: int | None) -> None:
+        """Change (or with None lift) a user's quota; Dovecot re-reads the passwd
+        file at most once a second, so this waits that long."""
+        self._write_passwd(user.name, self._passwd_line(user.name, user.password, quota_bytes))
+        time.sleep(1.1)
 
     def maildir(self, user: User | str) -> Path:
         """The user's Maildir root (exists after the first login)."""

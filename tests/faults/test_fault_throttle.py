@@ -97,3 +97,39 @@ def test_overquota_on_append_stops_clearly_with_exit_1(tmp_path):
     lines = [ln for ln in done.err.splitlines() if ln.startswith("mailmigrate: error:")]
     assert len(lines) == 1 and "over quota" in lines[0] and "free space" in lines[0], done.err
     assert appends <= 8, appends  # stopped in the first folder, not tried 16 times
+
+
+def test_dovecot_overquota_stops_the_restore_and_the_next_run_finishes_exactly_once(
+        dovecot, account, tmp_path):
+    """Dovecot's own quota plugin: APPEND beyond the quota gets NO [OVERQUOTA]. The run
+    stops with one line and exit 1, keeping what fitted; with room made, the next run
+    appends only the rest."""
+    client = imap_login(dovecot, account)
+    sent = [seed_message(i, 30_000, tag="quota") for i in range(12)]
+    bulk_append(client, "INBOX", sent)
+    client.logout()
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(dovecot, account, archive), password=account.password).code == 0
+    small = dovecot.add_user(quota_bytes=150_000)  # room for 4 of the 12 messages
+    env = cli_env(small.password, XDG_STATE_HOME=str(tmp_path / "xdg"))
+    dest = f"imap://{small.name}@127.0.0.1:{dovecot.imap_port}?tls=none"
+    args = ["restore", str(archive), dest, "--password-env", PASSWORD_ENV, "--folder", "INBOX",
+            "--retry-delay", "0.01"]
+    full = run_cli(*args, env=env)
+    assert full.code == 1, full.err
+    assert "Traceback" not in full.err
+    errors = [ln for ln in full.err.splitlines() if ln.startswith("mailmigrate: error:")]
+    assert len(errors) == 1 and "over quota" in errors[0], full.err
+    kept = imap_login(dovecot, small)
+    kept.select_folder("INBOX", readonly=True)
+    fitted = len(kept.search(["ALL"]))
+    kept.logout()
+    assert 1 <= fitted < 12, fitted
+    dovecot.set_quota(small, 10_000_000)
+    again = run_cli(*args, env=env)
+    assert again.code == 0, again.err
+    done = imap_login(dovecot, small)
+    done.select_folder("INBOX", readonly=True)
+    bodies = [d[b"BODY[]"] for d in done.fetch(done.search(["ALL"]), ["BODY.PEEK[]"]).values()]
+    done.logout()
+    assert sorted(bodies) == sorted(m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") for m in sent)
