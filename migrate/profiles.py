@@ -11,14 +11,19 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from migrate.errors import UsageError
+from migrate.ratelimit import parse_rate
 
 SPECIAL_KEYS = ("sent", "drafts", "trash", "junk", "archive", "all")
+#: The RFC 6154 attribute each ``[folders.xx]`` key stands for.
+USE_OF_KEY: dict[str, str] = {"sent": "\\Sent", "drafts": "\\Drafts", "trash": "\\Trash",
+                              "junk": "\\Junk", "archive": "\\Archive", "all": "\\All"}
 TLS_VALUES = ("implicit", "starttls")
 LOGIN_VALUES = ("address", "localpart")
 LIMIT_KEYS = ("max_connections", "append_limit_bytes", "daily_download_mb", "daily_upload_mb")
@@ -33,7 +38,9 @@ _TOP: dict[str, tuple[type, bool]] = {
 _SERVER: dict[str, tuple[type, bool]] = {
     "host": (str, False), "port": (int, True), "tls": (str, True), "delimiter": (str, False),
 }
-_DEFAULTS: dict[str, tuple[type, bool]] = {"connections": (int, False), "exclude": (list, False)}
+_DEFAULTS: dict[str, tuple[type, bool]] = {
+    "connections": (int, False), "rate": (str, False), "exclude": (list, False),
+}
 _OAUTH2: dict[str, tuple[type, bool]] = {
     "mechanisms": (list, True), "authorization_url": (str, True), "token_url": (str, True),
     "scopes": (list, True),
@@ -61,12 +68,48 @@ class Profile:
     pop3: ServerPreset | None = None
     limits: dict[str, int] = field(default_factory=dict)
     connections: int | None = None
+    #: A ``--rate`` value (``migrate.ratelimit.parse_rate``), set only where the
+    #: provider documents a bandwidth quota that a sustained rate keeps under.
+    rate: str | None = None
     exclude: tuple[str, ...] = ()
+    #: {language: {key: folder path}}, keys from SPECIAL_KEYS, in file order.
     folders: dict[str, dict[str, str]] = field(default_factory=dict)
     oauth2: dict[str, Any] | None = None
 
     def server(self, protocol: str) -> ServerPreset | None:
         return self.pop3 if protocol == "pop3" else self.imap
+
+    def special_names(self) -> dict[str, tuple[str, ...]]:
+        """{RFC 6154 use: every name this provider gives that folder, in any language}.
+
+        A server that announces no special-use attributes (and an archive made
+        from one) is recognised by these names; the first language table's
+        name comes first.
+        """
+        out: dict[str, list[str]] = {}
+        for names in self.folders.values():
+            for key, name in names.items():
+                seen = out.setdefault(USE_OF_KEY[key], [])
+                if name.casefold() not in (n.casefold() for n in seen):
+                    seen.append(name)
+        return {use: tuple(names) for use, names in out.items()}
+
+    def names_for_language(self, existing: Iterable[str]) -> dict[str, str]:
+        """{use: name} in the language whose names best match ``existing`` folder names.
+
+        The account's language is not announced anywhere, but the folders the
+        provider already created tell it: a GMX account with "Gesendet" is a
+        German one, so a missing Drafts folder should be "Entwürfe" too. On a
+        tie or no match the first language table in the preset wins.
+        """
+        present = {name.casefold() for name in existing}
+        best: dict[str, str] = {}
+        best_score = -1
+        for names in self.folders.values():
+            score = sum(1 for name in names.values() if name.casefold() in present)
+            if score > best_score:
+                best, best_score = names, score
+        return {USE_OF_KEY[key]: name for key, name in best.items()}
 
     def login_name(self, local: str, domain: str) -> str:
         """The user name this provider expects for ``local@domain``."""
@@ -142,15 +185,15 @@ def validate(pid: str, data: dict[str, Any]) -> Profile:
     defaults = data.get("defaults", {})
     _check_table(f"{where} [defaults]", defaults, _DEFAULTS)
     exclude = _str_list(f"{where} [defaults] exclude", defaults.get("exclude", []))
-    folders: dict[str, dict[str, str]] = {}
-    for lang, names in data.get("folders", {}).items():
-        if not (isinstance(names, dict) and len(lang) == 2 and lang.isalpha() and lang.islower()):
-            raise UsageError(f"{where} [folders.{lang}]: expected a table per two-letter language")
-        for key, value in names.items():
-            if key not in SPECIAL_KEYS or not isinstance(value, str) or not value:
-                raise UsageError(f"{where} [folders.{lang}]: bad entry {key!r}; "
-                                 f"allowed: {', '.join(SPECIAL_KEYS)} with a folder name")
-        folders[lang] = dict(names)
+    if "connections" in defaults and defaults["connections"] < 1:
+        raise UsageError(f"{where} [defaults]: connections must be at least 1")
+    rate = defaults.get("rate")
+    if rate is not None:
+        try:
+            parse_rate(rate)
+        except UsageError as exc:
+            raise UsageError(f"{where} [defaults]: rate {rate!r} is not a rate ({exc})") from None
+    folders = _folders(where, data.get("folders", {}))
     oauth2 = data.get("oauth2")
     if oauth2 is not None:
         _check_table(f"{where} [oauth2]", oauth2, _OAUTH2)
@@ -163,8 +206,30 @@ def validate(pid: str, data: dict[str, Any]) -> Profile:
         _str_list(f"{where} [oauth2] scopes", oauth2["scopes"])
     return Profile(id=pid, name=data["name"], domains=domains, login=data["login"],
                    notes=data.get("notes", ""), imap=imap, pop3=pop3, limits=dict(limits),
-                   connections=defaults.get("connections"), exclude=exclude, folders=folders,
-                   oauth2=oauth2)
+                   connections=defaults.get("connections"), rate=rate, exclude=exclude,
+                   folders=folders, oauth2=oauth2)
+
+
+def _folders(where: str, tables: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The ``[folders.xx]`` tables, checked: names are '/'-paths as our archives show
+    them, and one name never stands for two uses (the mapper could not tell which)."""
+    folders: dict[str, dict[str, str]] = {}
+    use_of_name: dict[str, str] = {}
+    for lang, names in tables.items():
+        if not (isinstance(names, dict) and len(lang) == 2 and lang.isalpha() and lang.islower()):
+            raise UsageError(f"{where} [folders.{lang}]: expected a table per two-letter language")
+        for key, value in names.items():
+            if key not in SPECIAL_KEYS or not isinstance(value, str) or not value:
+                raise UsageError(f"{where} [folders.{lang}]: bad entry {key!r}; "
+                                 f"allowed: {', '.join(SPECIAL_KEYS)} with a folder name")
+            if "" in value.split("/"):
+                raise UsageError(f"{where} [folders.{lang}]: {key} = {value!r} has an empty level; "
+                                 "write a '/'-separated path such as 'INBOX/Sent'")
+            other = use_of_name.setdefault(value.casefold(), key)
+            if other != key:
+                raise UsageError(f"{where} [folders.{lang}]: {value!r} is both {other} and {key}")
+        folders[lang] = dict(names)
+    return folders
 
 
 def load_file(path: Path) -> Profile:
@@ -210,6 +275,53 @@ def profile_for_domain(domain: str) -> Profile | None:
         if domain in prof.domains:
             return prof
     return None
+
+
+def profile_for_host(host: str) -> Profile | None:
+    """The preset whose IMAP or POP3 server is ``host`` (imap.gmx.net -> gmx).
+
+    A URL naming the server rather than the address domain still describes
+    that provider, so its limits and folder names apply all the same.
+    """
+    host = host.lower().rstrip(".")
+    if not host:
+        return None
+    for prof in all_profiles():
+        for server in (prof.imap, prof.pop3):
+            if server is not None and server.host is not None and server.host.lower() == host:
+                return prof
+    return None
+
+
+@dataclass(frozen=True)
+class FolderHints:
+    """What the presets at both ends of a transfer tell ``FolderMapper``."""
+
+    #: {use: names} to recognise folders by, on either side (``extra_names=``).
+    extra_names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: {use: name} for a special folder the destination lacks (``create_names=``).
+    create_names: dict[str, str] = field(default_factory=dict)
+
+
+def folder_hints(source: Profile | None, dest: Profile | None,
+                 dest_folder_names: Iterable[str]) -> FolderHints:
+    """The mapper's hints for a copy or restore from ``source``'s provider to ``dest``'s.
+
+    The source preset's names let its folders be recognised where its server
+    (or an archive made from it) has no attributes; the destination preset's
+    names do the same on the other side and, in the language its existing
+    folders are in, say what to call a special folder that must be created.
+    Either preset may be unknown (None); then it contributes nothing.
+    """
+    extra: dict[str, list[str]] = {}
+    for prof in (source, dest):
+        if prof is None:
+            continue
+        for use, names in prof.special_names().items():
+            known = extra.setdefault(use, [])
+            known.extend(n for n in names if n.casefold() not in {k.casefold() for k in known})
+    create = dest.names_for_language(dest_folder_names) if dest is not None else {}
+    return FolderHints({use: tuple(names) for use, names in extra.items()}, create)
 
 
 def markdown_table(profiles: tuple[Profile, ...] | None = None) -> str:

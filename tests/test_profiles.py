@@ -11,7 +11,17 @@ from cli_helpers import run_cli
 
 from migrate.endpoints import parse_endpoint
 from migrate.errors import UsageError
-from migrate.profiles import all_profiles, markdown_table, profiles_dir, validate
+from migrate.folders import matches
+from migrate.profiles import (
+    USE_OF_KEY,
+    all_profiles,
+    get_profile,
+    markdown_table,
+    profile_for_host,
+    profiles_dir,
+    validate,
+)
+from migrate.ratelimit import parse_rate
 
 REQUIRED = {"gmail", "outlook", "yahoo", "icloud", "fastmail", "zoho", "gmx", "webde",
             "t-online", "ionos", "strato", "posteo", "mailbox-org", "dovecot"}
@@ -38,6 +48,96 @@ def test_every_preset_validates_and_the_required_ones_exist() -> None:
     assert {"gmail", "outlook"} <= oauth
 
 
+def test_every_preset_keeps_its_defaults_within_its_limits() -> None:
+    """A default above half a documented cap risks refusals mid-run; without a cap, 1-2."""
+    for prof in all_profiles():
+        cap = prof.limits.get("max_connections")
+        assert prof.connections is not None, f"{prof.id}: no default connections"
+        limit = cap // 2 if cap is not None else 2
+        assert 1 <= prof.connections <= limit, f"{prof.id}: {prof.connections} connections"
+        if prof.rate is not None:
+            parse_rate(prof.rate)  # validated at load too; here it must also be a real rate
+
+
+def test_every_preset_file_says_where_its_facts_come_from() -> None:
+    """Each preset cites a source or marks a value unverified (the review rule for presets)."""
+    for path in sorted(profiles_dir().glob("*.toml")):
+        text = path.read_text(encoding="utf-8")
+        if path.stem == "dovecot":
+            continue  # generic: no provider to cite
+        assert "# source: http" in text, f"{path.name}: no '# source: <url>' comment"
+
+
+def test_gmail_rate_keeps_under_the_daily_download_quota() -> None:
+    gmail = get_profile("gmail")
+    rate = parse_rate(gmail.rate or "")
+    assert rate.bytes_per_second is not None
+    assert rate.bytes_per_second * 86400 <= gmail.limits["daily_download_mb"] * 1000**2
+
+
+def test_gmail_exclusions_are_globs_that_match_the_bracketed_names() -> None:
+    """'[Gmail]' in a glob is a character class; the preset must escape it, and All Mail
+    stays included (archived mail without a label exists only there)."""
+    patterns = get_profile("gmail").exclude
+    for name in ("[Gmail]/Important", "[Google Mail]/Wichtig", "[Gmail]/Starred"):
+        assert matches(name, patterns), name
+    for name in ("[Gmail]/All Mail", "[Google Mail]/Alle Nachrichten", "INBOX", "G/Important",
+                 "[Gmail]/Sent Mail"):
+        assert not matches(name, patterns), name
+
+
+@pytest.mark.parametrize(("host", "expected"), [
+    ("imap.gmx.net", "gmx"),
+    ("IMAP.GMX.NET.", "gmx"),
+    ("pop.gmx.net", "gmx"),
+    ("pop3.web.de", "webde"),
+    ("outlook.office365.com", "outlook"),
+    ("secureimap.t-online.de", "t-online"),
+    ("imap.example.org", None),
+    ("gmx.net", None),  # an address domain is profile_for_domain's business
+    ("", None),
+])
+def test_profile_for_host(host, expected) -> None:
+    found = profile_for_host(host)
+    assert (found.id if found else None) == expected
+
+
+def test_special_names_cover_every_language_and_name_one_use_each() -> None:
+    outlook = get_profile("outlook")
+    names = outlook.special_names()
+    assert names["\\Sent"] == ("Sent Items", "Gesendete Elemente")
+    assert names["\\Junk"] == ("Junk Email", "Junk-E-Mail")
+    assert names["\\Drafts"] == ("Drafts", "Entwürfe")
+    gmail = get_profile("gmail").special_names()
+    assert gmail["\\Junk"] == ("[Gmail]/Spam",)  # the same name in both languages, once
+    assert gmail["\\All"] == ("[Gmail]/All Mail", "[Gmail]/Alle Nachrichten")
+    for prof in all_profiles():
+        seen: dict[str, str] = {}
+        for use, found in prof.special_names().items():
+            assert use in USE_OF_KEY.values()
+            for name in found:
+                assert seen.setdefault(name.casefold(), use) == use, f"{prof.id}: {name}"
+
+
+def test_language_is_chosen_from_the_folders_that_exist() -> None:
+    outlook = get_profile("outlook")
+    german = ["INBOX", "Gesendete Elemente", "Entwürfe", "Junk-E-Mail", "Work"]
+    assert outlook.names_for_language(german) == {
+        "\\Sent": "Gesendete Elemente", "\\Drafts": "Entwürfe", "\\Trash": "Gelöschte Elemente",
+        "\\Junk": "Junk-E-Mail", "\\Archive": "Archiv"}
+    english = outlook.names_for_language(["INBOX", "sent items", "Drafts"])  # case-insensitive
+    assert english["\\Trash"] == "Deleted Items"
+    # "Entwürfe" alone would say German, "Drafts" + "Archive" say English: the better match wins.
+    assert outlook.names_for_language(["Entwürfe", "Drafts", "Archive"])["\\Sent"] == "Sent Items"
+    # No match, or a tie: the first table in the file.
+    assert outlook.names_for_language([])["\\Sent"] == "Sent Items"
+    assert outlook.names_for_language(["Drafts", "Entwürfe"])["\\Sent"] == "Sent Items"
+    gmx = get_profile("gmx")  # one language only
+    assert gmx.names_for_language(["INBOX"]) == {
+        "\\Sent": "Gesendet", "\\Drafts": "Entwürfe", "\\Trash": "Gelöscht", "\\Junk": "Spamverdacht"}
+    assert get_profile("dovecot").names_for_language(["INBOX"])["\\Archive"] == "Archive"
+
+
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda d: d.update(colour="blue"), "unknown key 'colour'"),
     (lambda d: d["imap"].update(tls="maybe"), "tls must be one of"),
@@ -53,6 +153,14 @@ def test_every_preset_validates_and_the_required_ones_exist() -> None:
     (lambda d: d["oauth2"].update(token_url="http://insecure"), "https:// URL"),
     (lambda d: d["oauth2"].update(mechanisms=["PLAIN"]), "mechanisms from"),
     (lambda d: (d.pop("imap"), d.pop("pop3")), "needs an [imap] or a [pop3]"),
+    (lambda d: d["defaults"].update(rate="fast"), "rate 'fast' is not a rate"),
+    (lambda d: d["defaults"].update(rate="0MB"), "rate '0MB' is not a rate"),
+    (lambda d: d["defaults"].update(rate="2 parsecs"), "is not a rate"),
+    (lambda d: d["defaults"].update(rate=2), "'rate' must be a str"),
+    (lambda d: d["defaults"].update(connections=0), "at least 1"),
+    (lambda d: d["folders"]["de"].update(sent="[Gmail]//Gesendet"), "empty level"),
+    (lambda d: d["folders"]["de"].update(drafts="[Gmail]/Gesendet"), "is both sent and drafts"),
+    (lambda d: d["folders"]["de"].update(junk="[Gmail]/Sent Mail"), "is both sent and junk"),
 ])
 def test_schema_rejects_mistakes(mutate, message) -> None:
     data = copy.deepcopy(raw_preset("gmail"))
