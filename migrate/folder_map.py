@@ -13,7 +13,10 @@ per run and predictably, the destination folder of every source folder:
    its source name: the restored tree stays apart from the live one.
 3. Otherwise, special-use aware: a source folder marked (or well-known as)
    \\Sent, \\Drafts, \\Trash, \\Junk or \\Archive, and its subfolders, go to
-   the destination's folder of the same use, whatever it is called.
+   the destination's folder of the same use, whatever it is called. Where
+   the destination has no folder of that use, a provider preset may name the
+   one to create ("Gesendet" on a German GMX account); else the source's
+   name is kept.
 4. The '/'-path is turned into the destination's name: its delimiter between
    levels, its personal namespace prefix, and a level that contains the
    delimiter gets '_' in its place (reported as a rename).
@@ -24,7 +27,7 @@ Names stay Unicode here; imapclient does the modified UTF-7 on the wire.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
@@ -37,19 +40,30 @@ MAPPED_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
 
 # Names providers and clients give these folders, for servers (and archives)
 # that do not announce RFC 6154 attributes. Compared case-insensitively.
+# The German ones added with the provider presets are each attested by the
+# provider's own help pages or by public client configurations: GMX's trash
+# "Gelöscht" and junk "Spamverdacht" (hilfe.gmx.net), Gmail's German
+# "[Gmail]/…" and "[Google Mail]/…" folders, Yahoo's "Draft", Dutch
+# Outlook's "Verwijderde items" and "Ongewenste e-mail". Names that could be
+# an ordinary folder elsewhere ("Unbekannt", "Unerwünscht") stay out: those
+# come from a preset's [folders] tables, for that provider only.
 WELL_KNOWN: dict[str, tuple[str, ...]] = {
     "\\Sent": ("Sent", "Sent Items", "Sent Messages", "Sent Mail", "[Gmail]/Sent Mail",
-               "[Google Mail]/Sent Mail", "INBOX/Sent", "Gesendet", "Gesendete Objekte",
+               "[Google Mail]/Sent Mail", "[Gmail]/Gesendet", "[Google Mail]/Gesendet",
+               "INBOX/Sent", "Gesendet", "Gesendete Objekte",
                "Gesendete Elemente", "Envoyés", "Éléments envoyés", "Enviados", "Inviata",
                "Posta inviata", "Verzonden", "Verzonden items", "Skickat", "Wysłane"),
-    "\\Drafts": ("Drafts", "[Gmail]/Drafts", "[Google Mail]/Drafts", "INBOX/Drafts", "Entwürfe",
+    "\\Drafts": ("Drafts", "Draft", "[Gmail]/Drafts", "[Google Mail]/Drafts", "[Gmail]/Entwürfe",
+                 "[Google Mail]/Entwürfe", "INBOX/Drafts", "Entwürfe",
                  "Brouillons", "Borradores", "Bozze", "Concepten", "Utkast", "Kopie robocze"),
     "\\Trash": ("Trash", "Deleted Items", "Deleted Messages", "Bin", "[Gmail]/Trash",
-                "[Gmail]/Bin", "[Google Mail]/Trash", "INBOX/Trash", "Papierkorb",
+                "[Gmail]/Bin", "[Google Mail]/Trash", "[Google Mail]/Bin", "[Gmail]/Papierkorb",
+                "[Google Mail]/Papierkorb", "INBOX/Trash", "Papierkorb", "Gelöscht",
                 "Gelöschte Elemente", "Corbeille", "Papelera", "Cestino", "Prullenbak",
-                "Papperskorgen", "Kosz"),
+                "Verwijderde items", "Papperskorgen", "Kosz"),
     "\\Junk": ("Junk", "Spam", "Junk E-mail", "Junk Email", "Bulk Mail", "[Gmail]/Spam",
-               "[Google Mail]/Spam", "INBOX/Junk", "INBOX/Spam", "Junk-E-Mail", "Indésirables"),
+               "[Google Mail]/Spam", "INBOX/Junk", "INBOX/Spam", "Junk-E-Mail", "Spamverdacht",
+               "Indésirables", "Ongewenste e-mail"),
     "\\Archive": ("Archive", "Archives", "Archiv", "INBOX/Archive"),
 }
 
@@ -131,7 +145,17 @@ def source_use(folder: Folder) -> str | None:
 
 
 class FolderMapper:
-    """Maps source folder paths to destination names for one run."""
+    """Maps source folder paths to destination names for one run.
+
+    ``extra_names`` ({use: names}) adds names to recognise a folder's use by,
+    on both sides, for servers that announce no attributes; a provider
+    preset's ``Profile.special_names()`` is meant here, and its names win over
+    WELL_KNOWN where the two disagree. ``create_names`` ({use: name}) is where
+    a source folder of a use the destination lacks goes instead of its own
+    name (``Profile.names_for_language(...)`` of the destination's preset).
+    Both only act where special-use mapping does: ``--map`` rules come first,
+    and ``--prefix`` or ``special_use=False`` turn them off.
+    """
 
     def __init__(
         self,
@@ -141,12 +165,23 @@ class FolderMapper:
         prefix: str = "",
         special_use: bool = True,
         namespace_prefix: str = "",
+        *,
+        extra_names: Mapping[str, Sequence[str]] | None = None,
+        create_names: Mapping[str, str] | None = None,
     ) -> None:
         self.delimiter = delimiter or "/"
         self.rules = list(rules)
         self.prefix = prefix.strip("/")
         self.special_use = special_use and not self.prefix
         self.namespace_prefix = namespace_prefix
+        self._use_of_name: dict[str, str] = {
+            name.casefold(): use for use, names in WELL_KNOWN.items() for name in names}
+        for use, names in (extra_names or {}).items():
+            if use in MAPPED_USES:
+                self._use_of_name.update({name.strip("/").casefold(): use for name in names})
+        self.create_names: dict[str, str] = {
+            use: name.strip("/") for use, name in (create_names or {}).items()
+            if use in MAPPED_USES and name.strip("/")}
         folders = list(dest_folders)
         # The destination's folder per use: an attribute beats a well-known name.
         self.dest_use: dict[str, str] = {}
@@ -154,9 +189,14 @@ class FolderMapper:
             if f.special_use in MAPPED_USES and f.selectable:
                 self.dest_use.setdefault(f.special_use, self._strip_namespace(f.name))
         for f in folders:
-            use = special_use_by_name(self._strip_namespace(f.name))
-            if use and f.selectable and f.special_use is None:
-                self.dest_use.setdefault(use, self._strip_namespace(f.name))
+            # A preset may name the folder with its namespace ("INBOX/Gesendet") or without.
+            named = self.use_by_name(f.name) or self.use_by_name(self._strip_namespace(f.name))
+            if named and f.selectable and f.special_use is None:
+                self.dest_use.setdefault(named, self._strip_namespace(f.name))
+
+    def use_by_name(self, name: str) -> str | None:
+        """The special use ``name`` suggests: WELL_KNOWN plus this run's extra names."""
+        return self._use_of_name.get(name.casefold())
 
     def _strip_namespace(self, name: str) -> str:
         ns = self.namespace_prefix.rstrip(self.delimiter)
@@ -173,7 +213,7 @@ class FolderMapper:
         for by_attr in (True, False):
             for f in folders:
                 use = f.special_use if by_attr else (
-                    special_use_by_name(f.name) if f.special_use is None else None)
+                    self.use_by_name(f.name) if f.special_use is None else None)
                 if use in MAPPED_USES and use not in taken and f.name not in out:
                     out[f.name] = use
                     taken.add(use)
@@ -199,13 +239,16 @@ class FolderMapper:
             elif name.upper() == "INBOX":
                 mapped = "INBOX"
             else:
-                # The nearest folder (itself or a parent) with a use the destination has.
+                # The nearest folder (itself or a parent) with a use the destination
+                # has, or, failing that, one the preset says how to create.
                 parts = name.split("/")
                 for i in range(len(parts), 0, -1):
                     head = "/".join(parts[:i])
                     head_use = uses.get(head)
-                    if head_use and head_use in self.dest_use:
-                        mapped = "/".join([self.dest_use[head_use], *parts[i:]])
+                    target = (self.dest_use.get(head_use) or self.create_names.get(head_use)
+                              if head_use else None)
+                    if target:
+                        mapped = "/".join([target, *parts[i:]])
                         use = head_use if i == len(parts) else None
                         break
         return self._to_server(name, mapped, use)

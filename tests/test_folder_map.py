@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migrate.errors import UsageError
-from migrate.folder_map import FolderMapper, MapRule, parse_rules
+from migrate.folder_map import WELL_KNOWN, FolderMapper, MapRule, parse_rules, special_use_by_name
 from migrate.folders import SLASH_STANDIN
 from migrate.model import Folder
 
@@ -78,3 +78,82 @@ def test_namespace_prefix_is_added_except_for_inbox():
     assert mapper.map_name("Work/x").server_name == "INBOX.Work.x"
     sent = mapper.map_all([f("Gesendet", "\\Sent")])["Gesendet"]
     assert sent.server_name == "INBOX.Sent"
+
+
+def test_well_known_names_name_one_use_each():
+    """A name standing for two uses would map a folder by whichever came last."""
+    seen: dict[str, str] = {}
+    for use, names in WELL_KNOWN.items():
+        for name in names:
+            assert seen.setdefault(name.casefold(), use) == use, name
+    for name, use in (("Gelöscht", "\\Trash"), ("Spamverdacht", "\\Junk"), ("Draft", "\\Drafts"),
+                      ("[Google Mail]/Gesendet", "\\Sent"), ("[gmail]/papierkorb", "\\Trash")):
+        assert special_use_by_name(name) == use
+
+
+def test_extra_names_recognise_folders_on_both_sides():
+    """A provider's own name (not well known everywhere) marks a folder without attributes."""
+    source = [f("INBOX"), f("Unerwünscht"), f("Unerwünscht/alt"), f("Work")]
+    dest = [f("INBOX"), f("Junk", "\\Junk"), f("Gesendet")]
+    assert paths(FolderMapper(dest, "/"), source)["Unerwünscht"] == "Unerwünscht"  # unknown name
+    mapper = FolderMapper(dest, "/", extra_names={"\\Junk": ["Unerwünscht"]})
+    got = paths(mapper, source)
+    assert got["Unerwünscht"] == "Junk" and got["Unerwünscht/alt"] == "Junk/alt"
+    assert got["Work"] == "Work"
+    # ...and on the destination: a junk folder named only in the preset receives the source's.
+    dest = [f("INBOX"), f("Unerwünscht")]
+    mapper = FolderMapper(dest, "/", extra_names={"\\Junk": ["unerwünscht"], "\\All": ["Alles"]})
+    assert mapper.dest_use == {"\\Junk": "Unerwünscht"}  # \All is never mapped
+    assert paths(mapper, [f("Spam", "\\Junk")]) == {"Spam": "Unerwünscht"}
+
+
+def test_an_attribute_beats_a_name_on_the_destination():
+    dest = [f("Unerwünscht"), f("Spam", "\\Junk")]
+    mapper = FolderMapper(dest, "/", extra_names={"\\Junk": ["Unerwünscht"]})
+    assert paths(mapper, [f("Junk", "\\Junk")]) == {"Junk": "Spam"}
+
+
+def test_create_names_place_a_use_the_destination_lacks():
+    source = [f("INBOX"), f("Sent", "\\Sent"), f("Sent/2019"), f("Sent/2019/Q1"), f("Trash", "\\Trash")]
+    dest = [f("INBOX"), f("Papierkorb", "\\Trash")]
+    plain = paths(FolderMapper(dest, "/"), source)
+    assert plain["Sent"] == "Sent" and plain["Sent/2019"] == "Sent/2019"  # unchanged without names
+    mapper = FolderMapper(dest, "/", create_names={"\\Sent": "Gesendet", "\\Trash": "Gelöscht"})
+    targets = mapper.map_all(source)
+    assert targets["Sent"].path == "Gesendet" and targets["Sent"].special_use == "\\Sent"
+    assert targets["Sent/2019"].path == "Gesendet/2019" and targets["Sent/2019"].special_use is None
+    assert targets["Sent/2019/Q1"].path == "Gesendet/2019/Q1"
+    assert targets["Trash"].path == "Papierkorb"  # an existing folder of the use wins
+    assert targets["INBOX"].path == "INBOX"
+
+
+def test_flags_beat_create_names():
+    source = [f("Sent", "\\Sent"), f("Sent/2019")]
+    names = {"\\Sent": "Gesendet"}
+    rules = parse_rules(["Sent/2019=Old/2019"])
+    got = paths(FolderMapper([], "/", rules, create_names=names), source)
+    assert got == {"Sent": "Gesendet", "Sent/2019": "Old/2019"}  # --map first
+    got = paths(FolderMapper([], "/", prefix="Restored", create_names=names), source)
+    assert got == {"Sent": "Restored/Sent", "Sent/2019": "Restored/Sent/2019"}  # --prefix: off
+    got = paths(FolderMapper([], "/", special_use=False, create_names=names), source)
+    assert got == {"Sent": "Sent", "Sent/2019": "Sent/2019"}  # --no-special-use: off
+
+
+def test_create_names_on_a_dot_server_under_a_namespace():
+    """T-Online keeps every folder under INBOX: the preset names 'INBOX/Gesendet'."""
+    dest = [f("INBOX"), f("INBOX/Papierkorb")]
+    mapper = FolderMapper(dest, ".", namespace_prefix="INBOX.",
+                          extra_names={"\\Trash": ["INBOX/Papierkorb"]},
+                          create_names={"\\Sent": "INBOX/Gesendet"})
+    assert mapper.dest_use == {"\\Trash": "Papierkorb"}
+    targets = mapper.map_all([f("Sent", "\\Sent"), f("Sent/v1.2"), f("Trash", "\\Trash")])
+    assert targets["Sent"].server_name == "INBOX.Gesendet"
+    assert targets["Sent/v1.2"].server_name == "INBOX.Gesendet.v1_2"
+    assert targets["Trash"].server_name == "INBOX.Papierkorb"
+
+
+def test_positional_arguments_still_mean_what_they_meant():
+    mapper = FolderMapper([f("Sent", "\\Sent")], ".", [], "", True, "INBOX.")
+    assert mapper.namespace_prefix == "INBOX." and mapper.create_names == {}
+    with pytest.raises(TypeError):
+        FolderMapper([], "/", [], "", True, "", {"\\Sent": ["x"]})  # type: ignore[misc]
