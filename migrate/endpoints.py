@@ -60,6 +60,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_address(host: str) -> bool:
+    if is_loopback(host):
+        return True
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def parse_endpoint(url: str, *, insecure: bool = False, cafile: str | None = None,
                    protocols: tuple[str, ...] = ("imap",), provider: str | None = None) -> Endpoint:
     """Parse and validate ``imap[s]://user@host[:port][?tls=none]`` (or pop3[s]://).
@@ -137,7 +147,9 @@ def _resolve_host(scheme: str, host: str, user: str, tls: str,
         raise UsageError(f"provider {profile.name} offers no {protocol.upper()}; "
                          f"use {'imaps' if protocol == 'pop3' else 'pop3s'}:// or another provider")
     port = preset.port if preset.tls == tls else None
-    if preset.host is None or host.lower() == preset.host:
+    # An IP address or loopback name is never an address domain: it is the
+    # server itself (an SSH tunnel, a test), and only the preset's defaults apply.
+    if preset.host is None or host.lower() == preset.host or _is_address(host):
         return host, user, port, profile.id
     return preset.host, profile.login_name(user, host), port, profile.id
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from migrate.endpoints import Endpoint
-from migrate.profiles import Profile, get_profile
+from migrate.profiles import Profile, get_profile, profile_for_host
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,7 @@ def preset_of(endpoint: Endpoint) -> Profile | None:
     """The preset that describes ``endpoint``'s server, if any."""
     if endpoint.provider:
         return get_profile(endpoint.provider)
-    try:
-        from migrate.profiles import profile_for_host  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    found: Profile | None = profile_for_host(endpoint.host)
-    return found
+    return profile_for_host(endpoint.host)
 
 
 def resolve(endpoint: Endpoint, *, connections: int | None = None, rate: str | None = None,
@@ -59,9 +54,8 @@ def resolve(endpoint: Endpoint, *, connections: int | None = None, rate: str | N
     elif cap is not None and connections > cap:
         warn(f"--max-connections {connections} is above {profile.name}'s documented cap of "
              f"{cap}; the server may refuse or throttle the extra connections")
-    preset_rate: str | None = getattr(profile, "rate", None)
-    if rate is None and preset_rate:
-        rate = preset_rate
+    if rate is None and profile.rate:
+        rate = profile.rate
         notes.append(f"{profile.name}: at most {rate}/s (preset; --rate to change)")
     # Preset exclusions are views of other folders (never the only copy of a
     # message); any --folder or --exclude means the user chose, so they go.

@@ -230,3 +230,14 @@ def test_provider_flag_on_backup_and_drain(dovecot, account, tmp_path) -> None:
                     str(tmp_path / "d.sqlite"), "--password-env", PASSWORD_ENV, "--provider", "icloud",
                     password=account.password)
     assert drain.code == 2 and "offers no POP3" in drain.err
+
+
+def test_a_preset_on_an_ip_address_keeps_the_address():
+    """An IP (an SSH tunnel, a test server) is the server itself, never an address
+    domain: the preset's defaults apply but the host is not rewritten."""
+    ep = parse_endpoint("imap://me%40gmx.de@127.0.0.1:1143?tls=none&provider=gmx")
+    assert (ep.host, ep.port, ep.user, ep.provider) == ("127.0.0.1", 1143, "me@gmx.de", "gmx")
+    ep = parse_endpoint("imaps://me@10.1.2.3", provider="gmx")
+    assert (ep.host, ep.port, ep.provider) == ("10.1.2.3", 993, "gmx")
+    # a domain is still resolved as before
+    assert parse_endpoint("imaps://me@mydomain.example?provider=gmx").host == "imap.gmx.net"

@@ -41,7 +41,9 @@ from migrate.endpoints import Endpoint, PasswordSource
 from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledError
 from migrate.folder_map import FolderMapper, MapRule, Target
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.profiles import Profile, folder_hints
 from migrate.progress import NullReporter, Reporter
+from migrate.run_defaults import preset_of
 from migrate.state import JobState, Placement
 from migrate.stores.imap import THROTTLE_CODES, connect_imap, list_imap_folders
 
@@ -200,6 +202,7 @@ class ImapDestination:
         dry_run: bool = False,
         reporter: Reporter | None = None,
         timeout: float = 60.0,
+        source_profile: Profile | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -219,8 +222,13 @@ class ImapDestination:
         self.delimiter, ns_prefix = self._namespace("NAMESPACE" in caps)
         self.dest_folders = list_imap_folders(self.client, endpoint.host)
         self._existing = {self._fold(f.server_name) for f in self.dest_folders}
+        # Provider presets name special folders where servers announce no
+        # attributes, and say what to call one that must be created here.
+        hints = folder_hints(source_profile, preset_of(endpoint),
+                             [f.name for f in self.dest_folders])
         self.mapper = FolderMapper(self.dest_folders, self.delimiter, rules, prefix, special_use,
-                                   ns_prefix)
+                                   ns_prefix, extra_names=hints.extra_names,
+                                   create_names=hints.create_names)
         self.targets: dict[str, Target] = {}
         self.created: list[str] = []
         self.renamed: list[dict[str, str]] = []
