@@ -110,10 +110,14 @@ def protocol_of(job: Job, url: str) -> str:
 
 
 def endpoint_of(job: Job, url: str) -> Endpoint:
+    """The endpoint a run of ``job`` logs in to at ``url``; the job's provider
+    preset belongs to its main server only, as in :meth:`Job.argv` (a copy's
+    destination is usually another provider)."""
     insecure = bool(job.options.get("insecure", False))
     cafile = job.options.get("cafile")
     return parse_endpoint(url, insecure=insecure, cafile=str(cafile) if cafile else None,
-                          protocols=(protocol_of(job, url),), provider=job.provider)
+                          protocols=(protocol_of(job, url),),
+                          provider=job.provider if url == job.server_url else None)
 
 
 def test_login(endpoint: Endpoint, password: PasswordSource) -> None:
@@ -277,12 +281,16 @@ def jobs_add(
     use_keyring: Annotated[bool, typer.Option(
         "--keyring", help="Keep the password in the system keyring (asked for now).")] = False,
     oauth2_token_command: Annotated[str | None, typer.Option(
-        metavar="CMD", help="OAuth2: a command printing an access token.")] = None,
+        metavar="CMD", help="OAuth2: a command printing an access token for the source "
+        "(for restore: the destination).")] = None,
     store_plaintext_password: Annotated[bool, typer.Option(
         help="Write the password itself into the job file (mode 0600). Not recommended.")] = False,
     dest_password_env: Annotated[str | None, typer.Option(metavar="VAR")] = None,
     dest_password_file: Annotated[Path | None, typer.Option(metavar="PATH")] = None,
     dest_password_command: Annotated[str | None, typer.Option(metavar="CMD")] = None,
+    dest_oauth2_token_command: Annotated[str | None, typer.Option(
+        metavar="CMD", help="copy: OAuth2 for the destination, a command printing its access "
+        "token (never taken from --oauth2-token-command).")] = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     no_test: Annotated[bool, typer.Option("--no-test", help="Save without testing the login.")
@@ -328,9 +336,13 @@ def jobs_add(
                 dest_ep = parse_endpoint(dest, insecure=insecure)
                 dest_cred = choose_credential(
                     env=dest_password_env, file=dest_password_file, command=dest_password_command,
-                    use_keyring=False, oauth2=None, plaintext=False,
+                    use_keyring=False, oauth2=dest_oauth2_token_command, plaintext=False,
                     account=f"{dest_ep.user}@{dest_ep.host}", label="destination password",
                     secrets=secrets)
+                if dest_cred is None:
+                    raise UsageError("say how to get the destination's password: "
+                                     "--dest-password-env, --dest-password-file, "
+                                     "--dest-password-command or --dest-oauth2-token-command")
             job = Job(name, command, source, dest, cred, dest_cred, provider=provider,
                       folders=list(folder or []), exclude=list(exclude or []), options=options)
         job.validate()
@@ -387,6 +399,14 @@ def jobs_list(as_json: JsonOpt = False) -> None:
     run_guarded(body)
 
 
+def _shown(cred: Credential | None) -> dict[str, str] | None:
+    """A credential as `jobs show --json` prints it: the method and where the
+    secret comes from (a variable, path, command), never a stored password."""
+    if cred is None:
+        return None
+    return {"method": cred.method, "value": "(hidden)" if cred.method == "plaintext" else cred.value}
+
+
 @jobs_app.command("show")
 def jobs_show(
     name: Annotated[str, typer.Argument(help="The job.")],
@@ -399,12 +419,11 @@ def jobs_show(
         job = load_job(name)
         history = read_history(name, last)
         if as_json:
-            cred = {"method": job.credentials.method,
-                    "value": "(hidden)" if job.credentials.method == "plaintext" else job.credentials.value}
             typer.echo(json.dumps({"name": job.name, "command": job.command, "source": job.source,
                                    "destination": job.destination, "provider": job.provider,
                                    "folders": job.folders, "exclude": job.exclude,
-                                   "options": job.options, "credentials": cred,
+                                   "options": job.options, "credentials": _shown(job.credentials),
+                                   "dest_credentials": _shown(job.dest_credentials),
                                    "history": history}, ensure_ascii=False))
             return EXIT_OK
         typer.echo(f"job:         {job.name}  ({job.path})")
@@ -416,9 +435,10 @@ def jobs_show(
         for label, values in (("folders", job.folders), ("exclude", job.exclude)):
             if values:
                 typer.echo(f"{label + ':':<13}{', '.join(values)}")
-        shown = "(stored in the job file)" if job.credentials.method == "plaintext" \
-            else job.credentials.value
-        typer.echo(f"password:    {job.credentials.method} {shown}")
+        for label, cred in (("password:", job.credentials), ("dest login:", job.dest_credentials)):
+            if cred is not None:
+                shown = "(stored in the job file)" if cred.method == "plaintext" else cred.value
+                typer.echo(f"{label:<13}{cred.method} {shown}")
         for key, value in sorted(job.options.items()):
             typer.echo(f"option:      --{key} {value}")
         typer.echo(f"last runs ({len(history)}):" if history else "last runs: none")

@@ -9,7 +9,9 @@ whose exactly-once bookkeeping lives in a per-job state file
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -67,11 +69,33 @@ SourceFormatOpt = Annotated[str | None, typer.Option(
 MboxFormatOpt = Annotated[str, typer.Option(
     "--mbox-format", help="Framing of a foreign mbox file: auto, mboxo, mboxrd or mboxcl2.")]
 DestPassEnvOpt = Annotated[str | None, typer.Option(
-    "--dest-password-env", metavar="VAR", help="Destination password from this variable.")]
+    "--dest-password-env", metavar="VAR",
+    help="Destination password from this variable (default: the source's --password-*).")]
 DestPassFileOpt = Annotated[Path | None, typer.Option(
-    "--dest-password-file", metavar="PATH", help="Destination password from this file.")]
+    "--dest-password-file", metavar="PATH",
+    help="Destination password from this file (default: the source's --password-*).")]
 DestPassCmdOpt = Annotated[str | None, typer.Option(
-    "--dest-password-command", metavar="CMD", help="Destination password from this command.")]
+    "--dest-password-command", metavar="CMD",
+    help="Destination password from this command (default: the source's --password-*).")]
+RestoreOAuth2Opt = Annotated[str | None, typer.Option(
+    "--oauth2-token-command", metavar="CMD",
+    help="OAuth2 (XOAUTH2/OAUTHBEARER) login to DEST: CMD prints an access token "
+    "(or JSON with access_token, expires_in); run again when it expires. Not with --password-*.")]
+SourceOAuth2Opt = Annotated[str | None, typer.Option(
+    "--oauth2-token-command", metavar="CMD",
+    help="OAuth2 (XOAUTH2/OAUTHBEARER) login to SOURCE: CMD prints an access token "
+    "(or JSON with access_token, expires_in); run again when it expires. Not with --password-*.")]
+DestOAuth2Opt = Annotated[str | None, typer.Option(
+    "--dest-oauth2-token-command", metavar="CMD",
+    help="OAuth2 login to DEST: CMD prints an access token for the destination account. "
+    "Never taken from --oauth2-token-command: a token is good for one account only.")]
+VerifyOAuth2Opt = Annotated[str | None, typer.Option(
+    "--oauth2-token-command", metavar="CMD",
+    help="OAuth2 (XOAUTH2/OAUTHBEARER) login to the server (the first of two): CMD prints an "
+    "access token; run again when it expires. Not with --password-*.")]
+VerifyDestOAuth2Opt = Annotated[str | None, typer.Option(
+    "--dest-oauth2-token-command", metavar="CMD",
+    help="OAuth2 login to the second server; never taken from --oauth2-token-command.")]
 DestCafileOpt = Annotated[Path | None, typer.Option(
     "--dest-cafile", help="Trust this CA bundle for the destination (default: --cafile).")]
 
@@ -114,12 +138,62 @@ def open_local_source(path: str, fmt: str | None, mbox_format: str,
     return ArchiveSource(archive, f"archive:{location.resolve()}"), f"archive:{location.resolve()}", None
 
 
-def _dest_password(endpoint: Endpoint, env: str | None, file: Path | None, command: str | None,
-                   fallback: tuple[str | None, Path | None, str | None]) -> PasswordSource:
-    """The destination's --dest-password-*; without any, the same options as the source's."""
-    if not (env or file or command):
-        env, file, command = fallback
-    return password_source(endpoint, env, file, command)
+@dataclass(frozen=True)
+class LoginOptions:
+    """One server's credential flags as given, and the prefix of their names
+    ("--" or "--dest-"), so every error names the options the user typed."""
+
+    env: str | None = None
+    file: Path | None = None
+    command: str | None = None
+    oauth2: str | None = None
+    prefix: str = "--"
+
+    @property
+    def passwords(self) -> list[str]:
+        """The --password-* options given, by name."""
+        return [f"{self.prefix}password-{kind}" for kind, value in
+                (("env", self.env), ("file", self.file), ("command", self.command)) if value]
+
+    @property
+    def given(self) -> bool:
+        return bool(self.passwords or self.oauth2)
+
+    def check(self) -> None:
+        """A token login and a password login are two answers to one question:
+        refuse both rather than silently pick one."""
+        if self.oauth2 and self.passwords:
+            raise UsageError(f"give either {self.prefix}oauth2-token-command or "
+                             f"{self.passwords[0]}, not both")
+
+    def source(self, endpoint: Endpoint) -> PasswordSource:
+        """The PasswordSource for ``endpoint``, refusing before any connection what
+        could only fail at login (and then name the wrong side's option)."""
+        self.check()
+        if endpoint.auth != "password" and not self.oauth2:
+            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
+                             f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
+        return password_source(endpoint, self.env, self.file, self.command, self.oauth2)
+
+
+def _dest_password(endpoint: Endpoint, dest: LoginOptions, fallback: LoginOptions) -> PasswordSource:
+    """The destination's --dest-* options; without any, the source's --password-*.
+
+    A password may well be shared by two accounts, so it is reused. An OAuth2
+    token command is not: a token is issued for one account (and provider),
+    and the two sides of a copy are always two accounts, so reusing it could
+    only fail at login. Without a terminal to prompt on, say so up front.
+    """
+    fallback.check()
+    if not dest.given:
+        if fallback.oauth2 and endpoint.auth == "password" and not sys.stdin.isatty():
+            raise UsageError(
+                f"no credentials for {endpoint.display()}: {fallback.prefix}oauth2-token-command is "
+                f"not reused for the destination (a token is good for one account); give "
+                f"{dest.prefix}oauth2-token-command or {dest.prefix}password-env/-file/-command")
+        # The passwords carry over (none when the source logs in with a token).
+        dest = LoginOptions(fallback.env, fallback.file, fallback.command, prefix=dest.prefix)
+    return dest.source(endpoint)
 
 
 def _run_to_imap(
@@ -203,6 +277,7 @@ def restore(
     password_env: PassEnvOpt = None,
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
+    oauth2_token_command: RestoreOAuth2Opt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     source_format: SourceFormatOpt = None,
@@ -218,7 +293,8 @@ def restore(
 
     def body() -> int:
         endpoint = parse_endpoint(dest, insecure=insecure, cafile=str(cafile) if cafile else None)
-        password = password_source(endpoint, password_env, password_file, password_command)
+        password = LoginOptions(password_env, password_file, password_command,
+                               oauth2_token_command).source(endpoint)
         source, source_id, described = open_local_source(archive, source_format, mbox_format,
                                                           lock_wait)
         try:
@@ -255,9 +331,11 @@ def copy(
     password_env: PassEnvOpt = None,
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
+    oauth2_token_command: SourceOAuth2Opt = None,
     dest_password_env: DestPassEnvOpt = None,
     dest_password_file: DestPassFileOpt = None,
     dest_password_command: DestPassCmdOpt = None,
+    dest_oauth2_token_command: DestOAuth2Opt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     dest_cafile: DestCafileOpt = None,
@@ -268,7 +346,12 @@ def copy(
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
 ) -> None:
-    """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new."""
+    """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new.
+
+    Without --dest-password-* or --dest-oauth2-token-command the destination
+    uses the source's --password-* option; an --oauth2-token-command is never
+    reused for the destination (a token is good for one account only).
+    """
 
     def body() -> int:
         from migrate.stores.imap import ImapSource
@@ -278,9 +361,11 @@ def copy(
         dst_ep = parse_endpoint(dest, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
         if src_ep.display() == dst_ep.display():
             raise UsageError("SOURCE and DEST are the same account; copy needs two accounts")
-        src_pw = password_source(src_ep, password_env, password_file, password_command)
-        dst_pw = _dest_password(dst_ep, dest_password_env, dest_password_file,
-                                dest_password_command, (password_env, password_file, password_command))
+        src_creds = LoginOptions(password_env, password_file, password_command, oauth2_token_command)
+        src_pw = src_creds.source(src_ep)
+        dst_pw = _dest_password(dst_ep, LoginOptions(dest_password_env, dest_password_file,
+                                                    dest_password_command, dest_oauth2_token_command,
+                                                    prefix="--dest-"), src_creds)
         policy = retry_policy(retries, retry_delay)
         src = RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
         try:
@@ -360,9 +445,11 @@ def verify(
     password_env: PassEnvOpt = None,
     password_file: PassFileOpt = None,
     password_command: PassCmdOpt = None,
+    oauth2_token_command: VerifyOAuth2Opt = None,
     dest_password_env: DestPassEnvOpt = None,
     dest_password_file: DestPassFileOpt = None,
     dest_password_command: DestPassCmdOpt = None,
+    dest_oauth2_token_command: VerifyDestOAuth2Opt = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     dest_cafile: DestCafileOpt = None,
@@ -388,19 +475,19 @@ def verify(
         from migrate.stores.imap import ImapSource
         from migrate.verify import compare, folder_hashes, render
 
+        creds = LoginOptions(password_env, password_file, password_command, oauth2_token_command)
+        dest_creds = LoginOptions(dest_password_env, dest_password_file, dest_password_command,
+                                 dest_oauth2_token_command, prefix="--dest-")
+        creds.check()
+        dest_creds.check()
         opened: list[SourceStore] = []
         try:
             if _is_url(first):
                 ep = parse_endpoint(first, insecure=insecure, cafile=str(cafile) if cafile else None)
-                opened.append(ImapSource(ep, password_source(
-                    ep, password_env, password_file, password_command), timeout=timeout))
-                creds = (dest_password_env, dest_password_file, dest_password_command)
-                fallback = (password_env, password_file, password_command)
+                opened.append(ImapSource(ep, creds.source(ep), timeout=timeout))
             else:
                 src, _, _ = open_local_source(first, source_format, mbox_format, lock_wait)
                 opened.append(src)
-                creds = (password_env, password_file, password_command)
-                fallback = creds
             if second is None:
                 if _is_url(first):
                     raise UsageError("verify with one argument checks an archive; give "
@@ -418,7 +505,10 @@ def verify(
                                  "imap[s]:// URL")
             dst_ca = dest_cafile or cafile
             ep2 = parse_endpoint(second, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
-            opened.append(ImapSource(ep2, _dest_password(ep2, *creds, fallback), timeout=timeout))
+            # ARCHIVE URL: the URL is the only server, so it takes the plain options.
+            password = (_dest_password(ep2, dest_creds, creds) if _is_url(first)
+                        else creds.source(ep2))
+            opened.append(ImapSource(ep2, password, timeout=timeout))
             result = compare(opened[0], opened[1],
                              _mapper_for(parse_rules(map_rules), prefix, special_use),
                              folder or (), exclude or ())

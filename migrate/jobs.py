@@ -108,11 +108,10 @@ class Job:
             raise UsageError(f"{where}: command must be one of {', '.join(COMMANDS)}")
         if not self.source or not self.destination:
             raise UsageError(f"{where}: needs a source and a destination")
+        # Every command has a token option for each server it logs in to
+        # (restore: --oauth2-token-command for DEST; copy: also --dest-…), so
+        # "oauth2" is as good a method as any on either side.
         self.credentials.validate(where)
-        oauth = [c for c in (self.credentials, self.dest_credentials) if c and c.method == "oauth2"]
-        if oauth and (self.command not in ("backup", "drain") or self.dest_credentials in oauth):
-            raise UsageError(f"{where}: OAuth2 (--oauth2-token-command) is available for backup "
-                             "and drain sources; use a password method for this side")
         if self.command == "copy":
             if self.dest_credentials is None:
                 raise UsageError(f"{where}: copy needs dest_credentials for the destination server")
@@ -120,7 +119,8 @@ class Job:
         for key, value in self.options.items():
             if not re.fullmatch(r"[a-z][a-z0-9-]*", key):
                 raise UsageError(f"{where}: bad option name {key!r} (use the long flag without --)")
-            if key in ("json", "quiet") or key.startswith(("password", "dest-password")):
+            if key in ("json", "quiet") or key.startswith(("password", "dest-password")) \
+                    or key.endswith("oauth2-token-command"):
                 raise UsageError(f"{where}: option {key!r} is managed by the job itself")
             if isinstance(value, list) and not all(isinstance(v, str) for v in value):
                 raise UsageError(f"{where}: option {key!r} must be a list of strings")

@@ -293,9 +293,20 @@ def test_job_file_round_trip_and_validation(home, monkeypatch):
         save_job(job)
     with pytest.raises(UsageError, match="bad job name"):
         load_job("../etc/passwd")
-    with pytest.raises(UsageError, match="OAuth2"):
-        Job("x", "restore", "/tmp/a.sqlite", "imaps://a@b", Credential("oauth2", "tok")).validate()
     Job("x", "drain", "pop3s://a@b", "/tmp/a", Credential("oauth2", "tok")).validate()
+    # OAuth2 on every side a job logs in to: restore's one server, both of a copy's.
+    restore = Job("x", "restore", "/tmp/a.sqlite", "imaps://a@b", Credential("oauth2", "tok-cmd"))
+    restore.validate()
+    assert restore.argv()[-2:] == ["--oauth2-token-command", "tok-cmd"]
+    both = Job("x", "copy", "imaps://a@x", "imaps://b@y", Credential("oauth2", "src-cmd"),
+               Credential("oauth2", "dst-cmd"))
+    both.validate()
+    assert both.argv()[-4:] == ["--oauth2-token-command", "src-cmd",
+                                "--dest-oauth2-token-command", "dst-cmd"]
+    for key in ("oauth2-token-command", "dest-oauth2-token-command"):
+        with pytest.raises(UsageError, match="managed by the job"):
+            Job("x", "copy", "imaps://a@x", "imaps://b@y", Credential("env", "A"),
+                Credential("env", "B"), options={key: "cmd"}).validate()
     with pytest.raises(UsageError, match="managed by the job"):
         Job("x", "backup", "imaps://a@b", "/tmp/a", Credential("env", "X"),
             options={"password-env": "Y"}).validate()
