@@ -22,7 +22,7 @@ newline survives too.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import BinaryIO, Final
@@ -206,3 +206,155 @@ def iter_frame_spans(fp: BinaryIO, start: int = 0, end: int | None = None) -> It
         pos += len(line)
     if frame_start is not None:
         yield frame_start, pos - frame_start
+
+
+# -- self-describing export frames (``mailmigrate export FILE.mbox``) ------------------------
+#
+# A single exported .mbox has no index beside it, so what the index records for
+# the mbox tree (line ends, a missing final newline) and what plain mbox cannot
+# carry at all (flags) go into the frame itself, in a form other mbox readers
+# take in their stride:
+#
+# * the envelope sender of the ``From `` line is a marker token,
+#   ``mailmigrate-export[+crlf|+raw][+nonl][+nodate]@localhost``: the frame was
+#   written by us, so its body is mboxrd-quoted; ``+crlf``: the message's line
+#   ends were all CRLF and are stored as LF; ``+raw``: mixed line ends, stored
+#   as they are; ``+nonl``: the message has no final newline and the framing
+#   added one; ``+nodate``: the message had no INTERNALDATE (the date shown is
+#   the export's). An address with '+' tags and a valid asctime date is what
+#   mutt, Thunderbird and Python's ``mailbox`` expect of a ``From `` line;
+# * exactly three header lines are put in front of the message's own first
+#   line: ``Status: RO|O``, ``X-Status: [A][F][T][D]``, ``X-Keywords: kw ...``,
+#   the convention of mutt, pine, Dovecot's mbox and ``mailbox.mboxMessage``
+#   (R \\Seen, O not \\Recent, A \\Answered, F \\Flagged, T \\Draft,
+#   D \\Deleted). A keyword is written as it is unless it holds a byte outside
+#   '!'..'~' or a '%' (never in an IMAP atom): then as %XX of its UTF-8.
+#
+# The reader takes the three lines off only if they are exactly what
+# :func:`status_lines` writes for the flags they spell, so a message that had
+# its own Status header keeps it, and a message whose three lines a mail client
+# rewrote is read as it stands (see :mod:`migrate.stores.foreign_mbox`).
+
+EXPORT_LOCALPART: Final = "mailmigrate-export"
+EXPORT_DOMAIN: Final = "localhost"
+_EXPORT_FROM_RE: Final = re.compile(
+    rb"From mailmigrate-export(\+crlf|\+raw)?(\+nonl)?(\+nodate)?@localhost "
+    rb"((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] "
+    rb"[0-9]{4})\n\Z"
+)
+_STATUS_RE: Final = re.compile(rb"Status: R?O\nX-Status:(?: [AFTD]+)?\nX-Keywords:(?: [!-~]+)*\n")
+_X_STATUS: Final = (("\\Answered", "A"), ("\\Flagged", "F"), ("\\Draft", "T"), ("\\Deleted", "D"))
+_LETTER_FLAG: Final = {letter: flag for flag, letter in _X_STATUS}
+_KEYWORD_SAFE: Final = frozenset(range(0x21, 0x7F)) - {ord("%")}
+_BARE_LF: Final = re.compile(rb"(?<!\r)\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportMark:
+    """What the marker token of one exported frame says about the message."""
+
+    eol: str = EOL_LF
+    newline_added: bool = False
+    dated: bool = True
+
+    @property
+    def sender(self) -> str:
+        """The envelope sender token that spells this mark."""
+        tags = "".join(f"+{t}" for t, on in ((self.eol, self.eol != EOL_LF),
+                                              ("nonl", self.newline_added),
+                                              ("nodate", not self.dated)) if on)
+        return f"{EXPORT_LOCALPART}{tags}@{EXPORT_DOMAIN}"
+
+
+def parse_export_mark(from_line: bytes) -> ExportMark | None:
+    """The mark of a ``From `` line exactly as :func:`encode_export` writes it, else None."""
+    match = _EXPORT_FROM_RE.match(from_line)
+    if match is None:
+        return None
+    eol = match.group(1)
+    return ExportMark(eol=eol[1:].decode("ascii") if eol else EOL_LF,
+                      newline_added=match.group(2) is not None, dated=match.group(3) is None)
+
+
+def _keyword_text(flag: str) -> str:
+    data = flag.encode("utf-8", "surrogatepass")
+    return "".join(chr(b) if b in _KEYWORD_SAFE else f"%{b:02X}" for b in data)
+
+
+def _keyword_value(text: bytes) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == ord("%"):
+            out.append(int(text[i + 1:i + 3], 16))  # ValueError when malformed: not ours
+            i += 3
+        else:
+            out.append(text[i])
+            i += 1
+    return out.decode("utf-8", "surrogatepass")
+
+
+def status_lines(flags: Iterable[str]) -> bytes:
+    """The three header lines that carry ``flags`` (exact-case system flags; the rest keywords).
+
+    Deterministic (keywords sorted, duplicates dropped), so the reader can
+    check that lines it found are ours by writing them again. An empty flag
+    cannot be written and is left out.
+    """
+    wanted = {f for f in flags if f}
+    letters = "".join(letter for flag, letter in _X_STATUS if flag in wanted)
+    keywords = sorted(wanted - {"\\Seen", *_LETTER_FLAG.values()})
+    status = "RO" if "\\Seen" in wanted else "O"
+    x_status = f"X-Status: {letters}" if letters else "X-Status:"
+    x_keywords = "".join(f" {_keyword_text(k)}" for k in keywords)
+    return f"Status: {status}\n{x_status}\nX-Keywords:{x_keywords}\n".encode("ascii")
+
+
+def parse_status_lines(data: bytes) -> tuple[int, tuple[str, ...]] | None:
+    """(length, flags) of the three lines at the start of ``data``, if they are ours exactly."""
+    match = _STATUS_RE.match(data)
+    if match is None:
+        return None
+    status, x_status, x_keywords = match.group(0).split(b"\n")[:3]
+    flags = {"\\Seen"} if status == b"Status: RO" else set()
+    flags.update(_LETTER_FLAG[chr(c)] for c in x_status[len(b"X-Status:"):].strip())
+    try:
+        flags.update(_keyword_value(k) for k in x_keywords[len(b"X-Keywords:"):].split(b" ") if k)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if status_lines(flags) != match.group(0):
+        return None  # not canonical (order, duplicates, escapes): not written by us
+    return match.end(), tuple(sorted(flags))
+
+
+def encode_export(raw: bytes, flags: Iterable[str] = (), date: datetime | None = None) -> Frame:
+    """Frame ``raw`` for a self-describing export file (see the comment above).
+
+    The stored body is :func:`split_eol`'s, quoted as mboxrd; if it does not
+    end with a newline one is added and the mark says so. The first of
+    ``Frame.parts`` holds the ``From `` line and the three status lines;
+    ``Frame.eol`` is the line-end marker, as for :func:`encode`.
+    """
+    body, eol = split_eol(raw)
+    mark = ExportMark(eol=eol, newline_added=not body.endswith(b"\n"), dated=date is not None)
+    head = f"From {mark.sender} {asctime(date)}\n".encode("ascii") + status_lines(flags)
+    tail = b"\n\n" if mark.newline_added else b"\n"
+    body = quote(body)
+    return Frame((head, body, tail), eol, len(head) + len(body) + len(tail))
+
+
+def decode_export(stored: bytes, mark: ExportMark) -> bytes:
+    """The message from its stored body: what follows the three status lines, up to the
+    separator line, still quoted.
+
+    Tolerant by design, as it reads a file a mail client may have touched:
+    with ``+nonl`` only a newline that is there is taken off, and for
+    ``+crlf`` only a bare LF becomes CRLF. For a frame we wrote both are exact.
+    """
+    body = unquote(stored)
+    if mark.newline_added and body.endswith(b"\n"):
+        body = body[:-1]
+    if mark.eol == EOL_CRLF:
+        body = body.replace(b"\n", b"\r\n") if b"\r" not in body else _BARE_LF.sub(b"\r\n", body)
+    return body
+
