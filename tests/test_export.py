@@ -8,7 +8,7 @@ import sqlite3
 from collections import Counter
 
 import pytest
-from cli_helpers import backup_args, cli_env, run_cli
+from cli_helpers import PASSWORD_ENV, backup_args, cli_env, imap_url, run_cli
 from test_backup import seed_rich_account, server_state
 from test_restore import restore_args, state_env
 
@@ -48,36 +48,56 @@ def export(*args: str) -> dict:
     return result.json()
 
 
-def test_export_mbox_then_restore_is_byte_exact(dovecot, rich, tmp_path):
+def everything(state: dict) -> Counter:
+    """Multiset of (BODY[], FLAGS, INTERNALDATE) over all folders: what one .mbox can hold."""
+    return Counter(item for box in state.values() for item in box.values())
+
+
+def test_export_mbox_then_restore_is_byte_exact_with_flags_and_dates(dovecot, rich, tmp_path):
     out = tmp_path / "all.mbox"
     summary = export(str(rich["sqlite"]), str(out))
     assert summary["new_messages"] == rich["total"] and summary["errors"] == []
     assert not out.with_name("all.mbox.part").exists()
     # Any mbox reader can read it: the stdlib's finds every message and its headers
-    # (except in corpus messages whose first line is a 'From ' line: framing quotes it).
+    # (except in corpus messages whose first line is a 'From ' line: framing quotes it;
+    # a first line that is a continuation continues our X-Keywords line in front of it),
+    # and the flags as mutt's Status/X-Status letters.
     box = mailbox.mbox(out)
     try:
         assert len(box) == rich["total"]
         seen = Counter(m["Message-ID"] for m in box)
-        expected = Counter(email.message_from_bytes(raw)["Message-ID"]
+        expected = Counter(email.message_from_bytes(b"X-Keywords:\r\n" + raw)["Message-ID"]
                            for raw in all_bodies(rich["state"]).elements()
                            if not raw.startswith(b"From "))
         del seen[None], expected[None]
         assert seen == expected and len(expected) > 100
+        letters = {"\\Seen": "R", "\\Answered": "A", "\\Flagged": "F", "\\Draft": "T",
+                   "\\Deleted": "D"}
+        assert Counter(frozenset(m.get_flags()) for m in box) == Counter(
+            frozenset({"O"} | {letters[f] for f in flags if f in letters})
+            for _, flags, _ in everything(rich["state"]).elements())
     finally:
         box.close()
-    # restore reads it back (mboxrd framing) into a fresh account, byte for byte.
+    # restore recognises its own export (no --mbox-format) and gives back every message
+    # byte for byte, with its flags (keywords too) and INTERNALDATE, into a fresh account.
     fresh = dovecot.add_user()
     restored = run_cli(*restore_args(out, dovecot, fresh, "--json"),
                        env=state_env(tmp_path, fresh.password))
     assert restored.code == 0, restored.err
     assert restored.json()["new_messages"] == rich["total"]
-    # Byte-exact, except what plain mbox cannot carry: a message whose last line has no
-    # line end gets one (the framing's newline looks the same; documented).
-    before = all_bodies(rich["state"])
-    assert any(not raw.endswith(b"\n") for raw in before)
-    expected = Counter(raw if raw.endswith(b"\n") else raw + b"\r\n" for raw in before.elements())
-    assert all_bodies(server_state(dovecot, fresh)) == expected
+    assert "mailmigrate export" in restored.json()["source_format"]
+    assert "mboxrd framing" in restored.json()["source_format"]
+    before = everything(rich["state"])
+    assert any(not raw.endswith(b"\n") for raw, _, _ in before)
+    assert any(b"\n>From " in raw or b"\nFrom " in raw for raw, _, _ in before)
+    assert any(kw in flags for _, flags, _ in before for kw in ("$Forwarded", "Projekt-X"))
+    after = server_state(dovecot, fresh)
+    assert [name for name, box in after.items() if box] == ["all"]
+    assert everything(after) == before
+    # verify reads the export the same way and finds the account matching it.
+    check = run_cli("verify", str(out), imap_url(dovecot, fresh), "--password-env", PASSWORD_ENV,
+                    env=state_env(tmp_path, fresh.password))
+    assert check.code == 0, check.out + check.err
     # The file is written whole: exporting onto it again is refused, nothing changes.
     size = out.stat().st_size
     again = run_cli("export", str(rich["sqlite"]), str(out))
@@ -159,14 +179,13 @@ def test_export_from_mbox_tree_dry_run_and_errors(rich, tmp_path):
     finally:
         box.close()
     # A single mbox file is a source too (by folder and --since): mbox -> Maildir.
-    # Without a '>>From ' line the framing cannot be told from mboxo: say it (documented).
+    # Our own export is recognised by its marker: exact bytes and system flags, no option.
     md = tmp_path / "from-mbox"
-    summary = export(str(out), f"maildir:{md}", "--mbox-format", "mboxrd")
+    summary = export(str(out), f"maildir:{md}")
     assert summary["new_messages"] == len(rich["state"]["INBOX"])
-    inbox_bodies = {raw.replace(b"\r\n", b"\n") for raw, _, _ in rich["state"]["INBOX"].values()
-                    if raw.endswith(b"\n")}
-    assert any(raw.startswith(b"From ") for raw in inbox_bodies)  # quoted in the file
-    assert inbox_bodies <= {p.read_bytes() for p in (md / "cur").iterdir()}
+    inbox = Counter((raw, maildir_info(flags)) for raw, flags, _ in rich["state"]["INBOX"].values())
+    assert any(raw.startswith(b"From ") for raw, _ in inbox)  # quoted in the file
+    assert Counter((p.read_bytes(), p.name.partition(":2,")[2]) for p in (md / "cur").iterdir()) == inbox
     refused = run_cli("export", str(out), f"eml:{tmp_path / 'no'}", "--query", "x")
     assert refused.code == 2 and "single mbox file" in refused.err
     # Words and header filters need the SQLite archive's index: exit 2 naming the fix.

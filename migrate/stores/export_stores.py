@@ -11,9 +11,22 @@ What each format can keep, since messages are never rewritten:
 
 - ``eml:DIR``: bytes only; the file's mtime is the INTERNALDATE. One
   subdirectory per folder (sanitised with :mod:`migrate.safepath`).
-- a single ``.mbox``: mboxrd framing (:mod:`migrate.mboxrd`), INTERNALDATE in
-  the ``From `` line; flags are lost (adding Status/X-Keywords headers would
-  rewrite the message). Written whole to ``DEST.part`` and renamed when
+- a single ``.mbox``: an ordinary mboxrd file that mutt, Thunderbird and
+  Python's :mod:`mailbox` read, which also describes itself, so that
+  ``restore FILE.mbox`` gives back every message byte for byte with its flags
+  and INTERNALDATE, with nothing to pass (:func:`migrate.mboxrd.encode_export`):
+  each ``From `` line's sender is a marker token that says "mboxrd, written by
+  us" and how the line ends and a missing final newline were stored, its date
+  is the INTERNALDATE, and three ``Status``/``X-Status``/``X-Keywords`` lines
+  in front of the message carry the flags where mail clients look for them.
+  The reader (:mod:`migrate.stores.foreign_mbox`) takes exactly those off.
+  Why this and not something else: the frame is the only place a single file
+  has (a sidecar index would be lost when the file is moved alone, which is
+  what a single file is for); Content-Length (mboxcl2) would settle framing
+  but carry neither flags nor line ends, and mboxo readers split at its
+  unquoted ``From `` lines; flags in the ``From `` line would be invisible to
+  mail clients. So the message gains three header lines in the file, which a
+  restore removes again. Written whole to ``DEST.part`` and renamed when
   complete; an interrupted export starts that file over.
 - ``maildir:DIR``: Maildir++ (INBOX at the root, ``.A.B`` for ``A/B``, names in
   modified UTF-7 as Dovecot keeps them); flags \\Seen \\Answered \\Flagged
@@ -161,7 +174,7 @@ class EmlDirDestination(_NoUidDestination):
 
 # -- a single .mbox file ---------------------------------------------------------------------
 class MboxFileDestination(_NoUidDestination):
-    """Every exported message in one mboxrd file, folders one after another."""
+    """Every exported message in one self-describing mboxrd file, folders one after another."""
 
     def __init__(self, path: Path, dry_run: bool = False) -> None:
         self.path = Path(path)
@@ -185,7 +198,7 @@ class MboxFileDestination(_NoUidDestination):
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
         if self._fp is None:
             raise ArchiveError(f"{self.part} is not open for writing; run the export again")
-        data = b"".join(mboxrd.encode(m.raw, date=m.internaldate).data for m in messages)
+        data = b"".join(mboxrd.encode_export(m.raw, m.flags, m.internaldate).data for m in messages)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fp, view):]

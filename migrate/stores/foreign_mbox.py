@@ -17,6 +17,29 @@ a ``>>From `` line anywhere marks mboxrd (mboxo never writes one from a
 both read the same. ``--mbox-format`` overrides the guess, and the guess is
 reported.
 
+Our own export (``mailmigrate export FILE.mbox``, see
+:func:`migrate.mboxrd.encode_export`) is recognised per message, by its
+``From `` line: a sender that is the export marker token means the message
+was written mboxrd-quoted by us, whatever the rest of the file is. So a file
+that is all ours reads as mboxrd with no ``>>From `` line needed, and if other
+messages were appended to it (``cat``, a mail client), their framing is
+guessed from their own lines alone. If the marked message then begins with
+exactly the three status lines we write for some set of flags, those lines
+are taken off and give the flags; the marker gives the line ends, a missing
+final newline and the INTERNALDATE; nothing inside the message counts as
+metadata any more (its own Status, X-Mozilla-Status or X-Gmail-Labels are
+its bytes). A marked message whose three lines are not exactly ours was
+rewritten by a mail client since (mutt moves Status to the end of the
+header, Thunderbird puts X-Mozilla-Status first): it is read like any other
+message, unquoted, with the flags its headers now show, and the description
+counts it. Trust is per message rather than per file, because the marker is
+about the frame it sits in; a file that imitates marker and lines exactly is
+read the way it says, which is all an imitation can get. When the first line
+is marked, mboxcl2 is not tried (our frames have no Content-Length).
+``--mbox-format mboxrd`` keeps this reading (the README used to tell users to
+pass it for our exports); ``mboxo`` and ``mboxcl2`` ignore the marker and read
+the file as any other program would, status lines included.
+
 Metadata: ``Status``/``X-Status`` (mutt, pine), ``X-Mozilla-Status`` and
 ``X-Mozilla-Keys`` (Thunderbird; messages it marked expunged are skipped),
 ``X-Keywords``; INTERNALDATE from the ``From `` line. Google Takeout's
@@ -38,6 +61,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from migrate import mboxrd
 from migrate.errors import ArchiveError, UsageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores.imap_writer import header_fields
@@ -76,6 +100,10 @@ class Entry:
     flags: tuple[str, ...]
     internaldate: datetime | None
     folders: tuple[str, ...]
+    unquote: bool = False
+    """mboxrd: take one '>' off ``>*From `` lines."""
+    mark: mboxrd.ExportMark | None = None
+    """Set for a frame of our own export: ``offset`` is past the three status lines."""
 
 
 def split_labels(value: str) -> list[str]:
@@ -197,6 +225,7 @@ class _Scan:
         self.spans: list[tuple[int, int, int, bytes, bytes]] = []  # from-offset, start, length, from, head
         self.quoted_o = 0
         self.quoted_rd = 0
+        self.marked = 0  # messages whose From line is our export marker (not counted above)
 
 
 def _read_headers(fp: BinaryIO) -> tuple[bytes, int]:
@@ -257,6 +286,7 @@ def _scan_separators(fp: BinaryIO) -> _Scan:
     head_size = 0
     last_blank_len = 0
     in_head = False
+    marked = False
     while True:
         line = fp.readline()
         if not line or (prev_blank and line.startswith(b"From ")):
@@ -268,6 +298,10 @@ def _scan_separators(fp: BinaryIO) -> _Scan:
                 break
             current = (pos, pos + len(line), line)
             head, head_size, in_head = [], 0, True
+            # Our frames are mboxrd whatever the rest of the file is: their quoted
+            # lines must not sway the guess for the others.
+            marked = mboxrd.parse_export_mark(line) is not None
+            scan.marked += marked
             pos += len(line)
             prev_blank, last_blank_len = False, 0
             continue
@@ -277,7 +311,7 @@ def _scan_separators(fp: BinaryIO) -> _Scan:
                 head_size += len(line)
             if _is_blank(line):
                 in_head = False
-        elif line.startswith(b">"):
+        elif line.startswith(b">") and not marked:
             stripped = line.lstrip(b">")
             if stripped.startswith(b"From "):
                 if len(line) - len(stripped) >= 2:
@@ -309,7 +343,13 @@ class ForeignMbox:
                 raise UsageError(f"{self.path} is not an mbox file (it does not start with a "
                                  "'From ' line)")
             size = self.path.stat().st_size
-            scan = _scan_cl2(self._fp, size) if framing in ("auto", "mboxcl2") else None
+            # The export marker is trusted when the framing is guessed or said to be
+            # mboxrd (the README once told users to say so); --mbox-format mboxo or
+            # mboxcl2 reads the file as any other program would, marker and all.
+            self._trust_marks = framing in ("auto", "mboxrd")
+            ours = framing == "auto" and mboxrd.parse_export_mark(first) is not None
+            try_cl2 = framing == "mboxcl2" or (framing == "auto" and not ours)
+            scan = _scan_cl2(self._fp, size) if try_cl2 else None
             if scan is not None:
                 self.framing = "mboxcl2"
                 why = "Content-Length on every message"
@@ -320,6 +360,9 @@ class ForeignMbox:
                 scan = _scan_separators(self._fp)
                 if framing != "auto":
                     self.framing, why = framing, "as asked with --mbox-format"
+                elif scan.marked == len(scan.spans):
+                    self.framing = "mboxrd"
+                    why = "written by mailmigrate export: every 'From ' line carries its marker"
                 elif scan.quoted_rd:
                     self.framing = "mboxrd"
                     why = f"{scan.quoted_rd} '>>From ' lines: one '>' is removed from '>*From ' lines"
@@ -330,25 +373,53 @@ class ForeignMbox:
                 else:
                     self.framing = "mboxo"
                     why = "no quoted 'From ' lines, so mboxo and mboxrd read the same"
+                if self._trust_marks and 0 < scan.marked < len(scan.spans):
+                    why += (f"; {scan.marked} messages carry mailmigrate's export marker and are "
+                            "read as its export")
             self._build(scan)
         except BaseException:
             self._fp.close()
             raise
         kind = "Google Takeout (X-Gmail-Labels become folders)" if self.takeout else "mbox"
+        if self.exported and self.exported == len(self.entries):
+            kind = "mailmigrate export (exact bytes, flags and dates from its markers)"
+        elif self.exported:
+            kind += f" with {self.exported} messages of a mailmigrate export"
         skipped = f"; {self.expunged} messages marked expunged skipped" if self.expunged else ""
+        changed = (f"; {self.changed} exported messages were changed by a mail client since the "
+                   "export and are read as they stand" if self.changed else "")
         self.description = (f"{self.path.name}: {kind}, {self.framing} framing ({why}); "
-                            f"{len(self.entries)} messages in {len(self.folders)} folders{skipped}")
+                            f"{len(self.entries)} messages in {len(self.folders)} folders"
+                            f"{skipped}{changed}")
 
     def _build(self, scan: _Scan) -> None:
         self.entries: list[Entry] = []
         self.expunged = 0
         self.takeout = False
+        self.exported = 0  # frames of our export, read with their flags
+        self.changed = 0  # frames of our export whose status lines are no longer ours
         folder_of_file = self.path.name[:-5] if self.path.name.lower().endswith(".mbox") \
             else self.path.name
         if folder_of_file.casefold() == "inbox":
             folder_of_file = "INBOX"
         uses: dict[str, str | None] = {}
+        marks = self._trust_marks and self.framing != "mboxcl2"
         for from_offset, start, length, from_line, head in scan.spans:
+            mark = mboxrd.parse_export_mark(from_line) if marks else None
+            if mark is not None:
+                ours = mboxrd.parse_status_lines(head)
+                if ours is not None:
+                    # Our three lines go, nothing else: the message's own headers
+                    # (a Status of its own, X-Gmail-Labels) are its bytes, not metadata.
+                    skip, flags_of = ours
+                    self.exported += 1
+                    uses.setdefault(folder_of_file, None)
+                    self.entries.append(Entry(
+                        key=str(from_offset), offset=start + skip, length=max(0, length - skip),
+                        flags=flags_of, internaldate=parse_from_line(from_line) if mark.dated else None,
+                        folders=(folder_of_file,), unquote=True, mark=mark))
+                    continue
+                self.changed += 1
             fields = header_fields(head, _META_HEADERS)
             flags, expunged = message_flags(fields)
             if expunged:
@@ -366,7 +437,8 @@ class ForeignMbox:
             self.entries.append(Entry(key=str(from_offset), offset=start, length=length,
                                       flags=tuple(sorted(flags)),
                                       internaldate=parse_from_line(from_line),
-                                      folders=tuple(folders)))
+                                      folders=tuple(folders),
+                                      unquote=self.framing == "mboxrd" or mark is not None))
         self.folders: dict[str, list[int]] = {}
         for i, entry in enumerate(self.entries):
             for name in entry.folders:
@@ -399,7 +471,9 @@ class ForeignMbox:
         if len(raw) != entry.length:
             raise ArchiveError(f"{self.path} changed while reading it (message at offset "
                                f"{entry.offset} is cut short); run again")
-        if self.framing == "mboxrd" and b"From " in raw:
+        if entry.mark is not None:
+            return mboxrd.decode_export(raw, entry.mark)
+        if entry.unquote and b"From " in raw:
             raw = _QUOTED_RD.sub(rb"\1", raw)
         return raw
 
