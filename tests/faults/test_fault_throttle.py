@@ -11,7 +11,8 @@ from hostile_imap import HFolder, HMessage, HostileImap
 from seeding import bulk_append, imap_login, seed_message
 
 from migrate.errors import UsageError
-from migrate.ratelimit import Rate, parse_rate
+from migrate.model import Message
+from migrate.ratelimit import Pacer, Rate, parse_rate
 
 
 def test_throttled_and_bye_with_reason_back_off_and_finish(tmp_path):
@@ -46,15 +47,37 @@ def test_throttling_that_never_ends_stops_with_exit_4(tmp_path):
 @pytest.mark.parametrize(("text", "rate"), [
     ("20", Rate(messages_per_second=20)), ("20msg/s", Rate(messages_per_second=20)),
     ("500KB", Rate(bytes_per_second=500_000)), ("2MB/s", Rate(bytes_per_second=2_000_000)),
-    ("1MiB", Rate(bytes_per_second=1 << 20))])
+    ("1MiB", Rate(bytes_per_second=1 << 20)),
+    ("20KB after 700MB", Rate(bytes_per_second=20_000, free_bytes=700_000_000)),
+    ("5/s after 100", Rate(messages_per_second=5, free_messages=100))])
 def test_parse_rate(text, rate):
     assert parse_rate(text) == rate
 
 
-@pytest.mark.parametrize("text", ["0", "fast", "5 parsecs", "-3"])
+@pytest.mark.parametrize("text", ["0", "fast", "5 parsecs", "-3", "20KB after 10", "20 after 5MB",
+                                  "20KB after"])
 def test_parse_rate_refuses_nonsense(text):
     with pytest.raises(UsageError):
         parse_rate(text)
+
+
+def test_an_allowance_is_unpaced_and_the_rest_is_paced():
+    """'1KB after 10KB': the first 10 KB go at once, then one KB per second, counted
+    over every connection that shares the pacer."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    pacer = Pacer(parse_rate("1KB after 10KB"), clock=lambda: now[0], sleep=sleep)
+    msg = Message(key="1", raw=b"x" * 2_000)
+    for _ in range(5):  # 10 KB: inside the allowance
+        pacer.pace([msg])
+    assert slept == []
+    pacer.pace([msg])  # 2 KB past it at 1 KB/s
+    assert slept == [pytest.approx(2.0)]
 
 
 def test_rate_paces_a_real_backup(dovecot, account, tmp_path):
