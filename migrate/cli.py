@@ -27,6 +27,7 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LoginOptions,
     MaxConnectionsOpt,
     OAuth2Opt,
     PassCmdOpt,
@@ -45,7 +46,6 @@ from migrate.cli_common import (
     exit_code_for,
     make_reporter,
     parse_since,
-    password_source,
     retry_policy,
     run_guarded,
 )
@@ -102,8 +102,8 @@ def backup(
         pacer = shared_pacer(run.rate)
         policy = retry_policy(retries, retry_delay)
         account = f"{endpoint.user}@{endpoint.host}"
-        password = password_source(endpoint, password_env, password_file, password_command,
-                                   oauth2_token_command)
+        password = LoginOptions(password_env, password_file, password_command,
+                                oauth2_token_command).source(endpoint)
         if dry_run and not Path(archive).expanduser().exists():
             from migrate.stores.empty import EmptyDestination
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -137,9 +138,50 @@ def make_reporter(quiet: bool, as_json: bool) -> Reporter:
 
 
 def password_source(endpoint: Endpoint, env: str | None, file: Path | None,
-                    command: str | None, oauth2_command: str | None = None) -> PasswordSource:
+                    command: str | None, oauth2_command: str | None = None,
+                    option_prefix: str = "--") -> PasswordSource:
     return PasswordSource(env=env, file=file, command=command, oauth2_command=oauth2_command,
-                          prompt_label=f"password for {endpoint.user}@{endpoint.host}")
+                          prompt_label=f"password for {endpoint.user}@{endpoint.host}",
+                          option_prefix=option_prefix)
+
+
+@dataclass(frozen=True)
+class LoginOptions:
+    """One server's credential flags as given, and the prefix of their names
+    ("--" or "--dest-"), so every error names the options the user typed."""
+
+    env: str | None = None
+    file: Path | None = None
+    command: str | None = None
+    oauth2: str | None = None
+    prefix: str = "--"
+
+    @property
+    def passwords(self) -> list[str]:
+        """The --password-* options given, by name."""
+        return [f"{self.prefix}password-{kind}" for kind, value in
+                (("env", self.env), ("file", self.file), ("command", self.command)) if value]
+
+    @property
+    def given(self) -> bool:
+        return bool(self.passwords or self.oauth2)
+
+    def check(self) -> None:
+        """A token login and a password login are two answers to one question:
+        refuse both rather than silently pick one."""
+        if self.oauth2 and self.passwords:
+            raise UsageError(f"give either {self.prefix}oauth2-token-command or "
+                             f"{self.passwords[0]}, not both")
+
+    def source(self, endpoint: Endpoint) -> PasswordSource:
+        """The PasswordSource for ``endpoint``, refusing before any connection what
+        could only fail at login (and then name the wrong side's option)."""
+        self.check()
+        if endpoint.auth != "password" and not self.oauth2:
+            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
+                             f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
+        return password_source(endpoint, self.env, self.file, self.command, self.oauth2,
+                               self.prefix)
 
 
 def announce(lines: Iterable[str], quiet: bool) -> None:

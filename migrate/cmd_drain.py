@@ -26,6 +26,7 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LoginOptions,
     OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
@@ -39,7 +40,6 @@ from migrate.cli_common import (
     app,
     emit_summary,
     exit_code_for,
-    password_source,
     retry_policy,
     run_guarded,
 )
@@ -170,8 +170,8 @@ def drain(
                                   provider=provider)
         policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
         account = f"{endpoint.user}@{endpoint.host}"
-        password = password_source(endpoint, password_env, password_file, password_command,
-                                   oauth2_token_command)
+        password = LoginOptions(password_env, password_file, password_command,
+                                oauth2_token_command).source(endpoint)
         if dry_run and not Path(archive).expanduser().exists():
             from migrate.stores.empty import EmptyDestination
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from migrate import run_defaults
 from migrate.archive import open_archive
 from migrate.cli_common import (
     CafileOpt,
@@ -26,6 +26,8 @@ from migrate.cli_common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LoginOptions,
+    MaxConnectionsOpt,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -35,10 +37,10 @@ from migrate.cli_common import (
     RetryDelayOpt,
     SinceOpt,
     TimeoutOpt,
+    announce,
     app,
     make_reporter,
     parse_since,
-    password_source,
     retry_policy,
     run_guarded,
 )
@@ -47,8 +49,9 @@ from migrate.engine import TransferOptions, TransferResult, transfer
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
+from migrate.profiles import Profile
 from migrate.progress import human_bytes
-from migrate.ratelimit import limited
+from migrate.ratelimit import limited, shared_pacer
 from migrate.retry import RetryingDestination, RetryingSource, RetryPolicy
 from migrate.state import JobState, job_path
 from migrate.stores.base import SourceStore
@@ -138,44 +141,6 @@ def open_local_source(path: str, fmt: str | None, mbox_format: str,
     return ArchiveSource(archive, f"archive:{location.resolve()}"), f"archive:{location.resolve()}", None
 
 
-@dataclass(frozen=True)
-class LoginOptions:
-    """One server's credential flags as given, and the prefix of their names
-    ("--" or "--dest-"), so every error names the options the user typed."""
-
-    env: str | None = None
-    file: Path | None = None
-    command: str | None = None
-    oauth2: str | None = None
-    prefix: str = "--"
-
-    @property
-    def passwords(self) -> list[str]:
-        """The --password-* options given, by name."""
-        return [f"{self.prefix}password-{kind}" for kind, value in
-                (("env", self.env), ("file", self.file), ("command", self.command)) if value]
-
-    @property
-    def given(self) -> bool:
-        return bool(self.passwords or self.oauth2)
-
-    def check(self) -> None:
-        """A token login and a password login are two answers to one question:
-        refuse both rather than silently pick one."""
-        if self.oauth2 and self.passwords:
-            raise UsageError(f"give either {self.prefix}oauth2-token-command or "
-                             f"{self.passwords[0]}, not both")
-
-    def source(self, endpoint: Endpoint) -> PasswordSource:
-        """The PasswordSource for ``endpoint``, refusing before any connection what
-        could only fail at login (and then name the wrong side's option)."""
-        self.check()
-        if endpoint.auth != "password" and not self.oauth2:
-            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
-                             f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
-        return password_source(endpoint, self.env, self.file, self.command, self.oauth2)
-
-
 def _dest_password(endpoint: Endpoint, dest: LoginOptions, fallback: LoginOptions) -> PasswordSource:
     """The destination's --dest-* options; without any, the source's --password-*.
 
@@ -192,7 +157,8 @@ def _dest_password(endpoint: Endpoint, dest: LoginOptions, fallback: LoginOption
                 f"not reused for the destination (a token is good for one account); give "
                 f"{dest.prefix}oauth2-token-command or {dest.prefix}password-env/-file/-command")
         # The passwords carry over (none when the source logs in with a token).
-        dest = LoginOptions(fallback.env, fallback.file, fallback.command, prefix=dest.prefix)
+        dest = LoginOptions(fallback.env, fallback.file, fallback.command,
+                            prefix=fallback.prefix if fallback.passwords else dest.prefix)
     return dest.source(endpoint)
 
 
@@ -202,26 +168,41 @@ def _run_to_imap(
     since: str | None, dry_run: bool, as_json: bool, quiet: bool, map_rules: list[str] | None,
     prefix: str, special_use: bool, state: Path | None, timeout: float, lock_wait: float,
     extra: dict[str, Any], policy: RetryPolicy, rate: str | None = None,
+    open_source: Callable[[], SourceStore] | None = None, connections: int = 1,
+    source_profile: Profile | None = None,
 ) -> int:
-    """The shared body of restore and copy: state, destination, the engine, the report."""
+    """The shared body of restore and copy: state, destination, the engine, the report.
+
+    ``open_source`` opens one more source connection (copy with
+    ``--max-connections``); ``source_profile`` is the source's provider preset,
+    whose folder names help the mapping.
+    """
     from migrate.stores.imap_writer import ImapDestination
 
     rules = parse_rules(map_rules)
     options = TransferOptions(include=folder or (), exclude=exclude or (),
-                              since=parse_since(since), dry_run=dry_run)
+                              since=parse_since(since), dry_run=dry_run, connections=connections)
     reporter = make_reporter(quiet, as_json)
+    pacer = shared_pacer(rate)
+
+    def open_paced() -> SourceStore:
+        assert open_source is not None
+        more = open_source()
+        if isinstance(more, RetryingSource):
+            more.reporter = reporter
+        return limited(more, pacer)
     state_path = job_path(source_id, endpoint.display(), state)
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
         dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
                                special_use=special_use, dry_run=dry_run, reporter=reporter,
-                               timeout=timeout)
+                               timeout=timeout, source_profile=source_profile)
         try:
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
             dest.plan(source.list_folders())
-            result = transfer(limited(source, rate), RetryingDestination(dest, policy, reporter),
-                              options, reporter)
+            result = transfer(limited(source, pacer), RetryingDestination(dest, policy, reporter),
+                              options, reporter, open_source=open_paced if open_source else None)
             summary = dest.summary()
         finally:
             dest.close()
@@ -345,6 +326,7 @@ def copy(
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
+    max_connections: MaxConnectionsOpt = None,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new.
 
@@ -367,13 +349,23 @@ def copy(
                                                     dest_password_command, dest_oauth2_token_command,
                                                     prefix="--dest-"), src_creds)
         policy = retry_policy(retries, retry_delay)
-        src = RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
+        run = run_defaults.resolve(src_ep, connections=max_connections, rate=rate, include=folder,
+                                   exclude=exclude, warn=lambda text: announce([text], quiet))
+        announce(run.notes, quiet)
+
+        def open_source() -> SourceStore:
+            return RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
+
+        src = open_source()
         try:
             return _run_to_imap(
-                "copy", src, src_ep.display(), dst_ep, dst_pw, folder=folder, exclude=exclude,
-                since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
-                prefix=prefix, special_use=special_use, state=state, timeout=timeout,
-                lock_wait=lock_wait, extra={"source": src_ep.display()}, policy=policy, rate=rate)
+                "copy", src, src_ep.display(), dst_ep, dst_pw, folder=list(run.include),
+                exclude=list(run.exclude), since=since, dry_run=dry_run, as_json=as_json,
+                quiet=quiet, map_rules=map_rules, prefix=prefix, special_use=special_use,
+                state=state, timeout=timeout, lock_wait=lock_wait,
+                extra={"source": src_ep.display()}, policy=policy, rate=run.rate,
+                open_source=open_source, connections=run.connections,
+                source_profile=run_defaults.preset_of(src_ep))
         finally:
             src.close()
 

@@ -167,6 +167,8 @@ class PasswordSource:
     #: A command printing an OAuth2 access token (or JSON with access_token and
     #: expires_in); run again whenever the token is about to expire or was refused.
     oauth2_command: str | None = None
+    #: How the user spelled these options: "--" or "--dest-" (named in errors).
+    option_prefix: str = "--"
     _cached: str | None = field(default=None, repr=False)
     _token: str | None = field(default=None, repr=False)
     _token_expires: float | None = field(default=None, repr=False)
@@ -189,17 +191,21 @@ class PasswordSource:
     def is_oauth2(self) -> bool:
         return self.oauth2_command is not None
 
-    def oauth2_token(self, *, refresh: bool = False) -> str:
-        """The current access token; the command runs again when ``refresh`` is
-        asked (the server refused the token) or the token expires within a minute,
-        so a long run that reconnects after an hour logs in with a fresh one."""
+    def oauth2_token(self, *, refused: str | None = None) -> str:
+        """The current access token. The command runs again when the server
+        refused ``refused`` and it is still the current token, or when the token
+        expires within a minute, so a long run that reconnects after an hour logs
+        in with a fresh one. Several connections that saw the same token refused
+        (``--max-connections``) run the command once between them."""
         if self.oauth2_command is None:
-            raise UsageError("no --oauth2-token-command given for an OAuth2 login")
+            raise UsageError(f"no {self.option_prefix}oauth2-token-command given for an OAuth2 login")
         with self._lock:
             expiring = (self._token_expires is not None
                         and time.monotonic() > self._token_expires - 60)
-            if self._token is None or refresh or expiring:
-                self._token, lifetime = _run_token_command(self.oauth2_command)
+            stale = refused is not None and refused == self._token
+            if self._token is None or stale or expiring:
+                self._token, lifetime = _run_token_command(
+                    self.oauth2_command, f"{self.option_prefix}oauth2-token-command")
                 self._token_expires = time.monotonic() + lifetime if lifetime is not None else None
             return self._token
 
@@ -207,7 +213,8 @@ class PasswordSource:
         given = [x for x in (self.env, self.file, self.command, self.keyring) if x]
         if len(given) > 1:
             raise UsageError(
-                "give only one of --password-env, --password-file, --password-command"
+                "give only one of "
+                + ", ".join(f"{self.option_prefix}password-{k}" for k in ("env", "file", "command"))
             )
         if self.keyring:
             from migrate.credentials import keyring_get
@@ -217,8 +224,8 @@ class PasswordSource:
             value = os.environ.get(self.env)
             if value is None:
                 raise UsageError(
-                    f"environment variable {self.env} (from --password-env) is not set; "
-                    "export it or use another --password-* option"
+                    f"environment variable {self.env} (from {self.option_prefix}password-env) "
+                    f"is not set; export it or use another {self.option_prefix}password-* option"
                 )
             return value
         if self.file:
@@ -226,7 +233,7 @@ class PasswordSource:
                 text = Path(self.file).read_text(encoding="utf-8")
             except OSError as exc:
                 raise UsageError(
-                    f"cannot read --password-file {self.file}: {exc.strerror}"
+                    f"cannot read {self.option_prefix}password-file {self.file}: {exc.strerror}"
                 ) from None
             return text.rstrip("\r\n")
         if self.command:
@@ -235,30 +242,32 @@ class PasswordSource:
                     shlex.split(self.command), capture_output=True, timeout=120, check=False
                 )
             except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-                raise UsageError(f"--password-command failed to run: {exc}") from None
+                raise UsageError(
+                    f"{self.option_prefix}password-command failed to run: {exc}") from None
             if done.returncode != 0:
                 raise AuthError(
-                    f"--password-command exited with status {done.returncode}; "
+                    f"{self.option_prefix}password-command exited with status {done.returncode}; "
                     "check that it prints the password"
                 )
             return done.stdout.decode("utf-8").rstrip("\r\n")
         if sys.stdin.isatty():
             return getpass.getpass(f"{self.prompt_label}: ")
         raise UsageError(
-            f"no password for {self.prompt_label}: use --password-env VAR, --password-file PATH "
-            "or --password-command CMD (no TTY to prompt on)"
+            f"no password for {self.prompt_label}: use {self.option_prefix}password-env VAR, "
+            f"{self.option_prefix}password-file PATH "
+            f"or {self.option_prefix}password-command CMD (no TTY to prompt on)"
         )
 
 
-def _run_token_command(command: str) -> tuple[str, float | None]:
+def _run_token_command(command: str, option: str) -> tuple[str, float | None]:
     """Run a token command: its output is a bare token, or JSON ``{"access_token":
     …, "expires_in": seconds}`` as OAuth2 token endpoints (and oauth2l, gcloud…) print."""
     try:
         done = subprocess.run(shlex.split(command), capture_output=True, timeout=120, check=False)
     except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-        raise UsageError(f"--oauth2-token-command failed to run: {exc}") from None
+        raise UsageError(f"{option} failed to run: {exc}") from None
     if done.returncode != 0:
-        raise AuthError(f"--oauth2-token-command exited with status {done.returncode}; "
+        raise AuthError(f"{option} exited with status {done.returncode}; "
                         "check that it prints an access token")
     text = done.stdout.decode("utf-8").strip()
     if text.startswith("{"):
@@ -266,11 +275,11 @@ def _run_token_command(command: str) -> tuple[str, float | None]:
             data = json.loads(text)
             token = str(data["access_token"])
         except (ValueError, KeyError, TypeError):
-            raise AuthError("--oauth2-token-command printed JSON without access_token") from None
+            raise AuthError(f"{option} printed JSON without access_token") from None
         expires = data.get("expires_in")
         return token, float(expires) if isinstance(expires, int | float) else None
     if not text:
-        raise AuthError("--oauth2-token-command printed nothing; it must print an access token")
+        raise AuthError(f"{option} printed nothing; it must print an access token")
     return text, None
 
 

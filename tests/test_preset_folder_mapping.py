@@ -9,6 +9,8 @@ folder follow it.
 
 from __future__ import annotations
 
+import pytest
+
 from migrate.folder_map import FolderMapper
 from migrate.model import Folder
 from migrate.profiles import Profile, folder_hints, get_profile
@@ -109,3 +111,54 @@ def test_folder_hints_merge_both_presets_and_tolerate_unknown_ones():
     assert hints.create_names["\\Junk"] == "Spamverdacht"
     empty = folder_hints(None, None, ["INBOX"])
     assert empty.extra_names == {} and empty.create_names == {}
+
+
+@pytest.fixture(scope="module")
+def dovecot_plain():
+    """A Dovecot that announces no special-use folders, as T-Online's servers do."""
+    import dovecot as dovecot_module
+
+    saved = dovecot_module.SPECIAL_USE
+    dovecot_module.SPECIAL_USE = {}
+    try:
+        server = dovecot_module.DovecotServer("/")
+    finally:
+        dovecot_module.SPECIAL_USE = saved
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_copy_uses_the_source_presets_folder_names_against_a_real_server(
+        dovecot, dovecot_plain, tmp_path):
+    """T-Online keeps its special folders under the inbox without attributes
+    ("INBOX/Gesendet"); with the preset named on the source URL, copy puts that
+    folder's mail into the destination's \\Sent folder. Without it, the name is kept."""
+    from cli_helpers import PASSWORD_ENV, cli_env, run_cli
+    from seeding import bulk_append, create_folder, fetch_all, imap_login, seed_message
+
+    a = dovecot_plain.add_user()
+    client = imap_login(dovecot_plain, a)
+    create_folder(client, "INBOX/Gesendet", parents=True)
+    sent = [seed_message(i, 2_000, tag="tonline") for i in range(3)]
+    bulk_append(client, "INBOX/Gesendet", sent)
+    client.logout()
+    results = {}
+    for preset in ("t-online", None):
+        b = dovecot.add_user()
+        query = f"&provider={preset}" if preset else ""
+        done = run_cli("copy", f"imap://{a.name}@127.0.0.1:{dovecot_plain.imap_port}?tls=none{query}",
+                       f"imap://{b.name}@127.0.0.1:{dovecot.imap_port}?tls=none",
+                       "--password-env", "MM_SRC_PW", "--dest-password-env", PASSWORD_ENV,
+                       env=cli_env(b.password, MM_SRC_PW=a.password,
+                                   XDG_STATE_HOME=str(tmp_path / f"xdg-{preset}")))
+        assert done.code == 0, done.err
+        dest = imap_login(dovecot, b)
+        try:
+            # the fixture's \Sent folder is called "Gesendet"
+            results[preset] = (len(fetch_all(dest, "Gesendet")),
+                               "INBOX/Gesendet" in {f[2] for f in dest.list_folders()})
+        finally:
+            dest.logout()
+    assert results["t-online"] == (3, False)
+    assert results[None] == (0, True)

@@ -153,8 +153,9 @@ def _login(client: imapclient.IMAPClient, endpoint: Endpoint, password: Password
         mech = "OAUTHBEARER" if client.has_capability("AUTH=OAUTHBEARER") else "XOAUTH2"
     else:
         mech = endpoint.auth.upper()
+    token: str | None = None  # the one the server refused, after the first attempt
     for attempt in (0, 1):
-        token = password.oauth2_token(refresh=attempt == 1)
+        token = password.oauth2_token(refused=token)
         try:
             if mech == "OAUTHBEARER":
                 client.oauthbearer_login(endpoint.user, token)

@@ -340,8 +340,9 @@ class Pop3Session:
         mech = self.endpoint.auth.upper()
         if mech == "PASSWORD":
             mech = "OAUTHBEARER" if "OAUTHBEARER" in self.caps.get("SASL", []) else "XOAUTH2"
+        token: str | None = None  # the one the server refused, after the first attempt
         for attempt in (0, 1):
-            token = password.oauth2_token(refresh=attempt == 1)
+            token = password.oauth2_token(refused=token)
             if mech == "OAUTHBEARER":
                 payload = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
             else:

@@ -152,3 +152,36 @@ def test_bad_max_connections_is_a_usage_error(tmp_path, bad):
                    "--max-connections", bad, env=cli_env("pw"))
     assert done.code == 2, done.err
     assert "--max-connections" in done.err and "Traceback" not in done.err
+
+
+def test_copy_reads_with_several_connections_and_writes_with_one(dovecot, tmp_path):
+    """copy: up to N source connections, one destination connection (the exactly-once
+    state of the destination has one writer); the copy is exact, a re-run adds nothing."""
+    a, b = dovecot.add_user(), dovecot.add_user()
+    seed(dovecot, a)
+    env = cli_env(b.password, MM_SRC_PW=a.password, XDG_STATE_HOME=str(tmp_path / "xdg"))
+    with TcpProxy("127.0.0.1", dovecot.imap_port) as src, \
+            TcpProxy("127.0.0.1", dovecot.imap_port) as dst:
+        def copy():
+            return run_cli("copy", f"imap://{a.name}@127.0.0.1:{src.port}?tls=none",
+                           f"imap://{b.name}@127.0.0.1:{dst.port}?tls=none",
+                           "--password-env", "MM_SRC_PW", "--dest-password-env", PASSWORD_ENV,
+                           "--max-connections", "3", "--json", env=env)
+        done = copy()
+        peaks = (src.peak_connections, dst.peak_connections)
+        again = copy()
+    assert done.code == 0, done.err
+    assert peaks == (3, 1), peaks
+    assert json.loads(done.out)["new_messages"] == len(FOLDERS) * PER_FOLDER
+    assert again.code == 0 and json.loads(again.out)["new_messages"] == 0
+    src_client, dst_client = imap_login(dovecot, a), imap_login(dovecot, b)
+    try:
+        for folder in FOLDERS:
+            want = sorted((body, tuple(sorted(flags))) for body, flags, _ in
+                          fetch_all(src_client, folder).values())
+            have = sorted((body, tuple(sorted(flags))) for body, flags, _ in
+                          fetch_all(dst_client, folder).values())
+            assert have == want, folder
+    finally:
+        src_client.logout()
+        dst_client.logout()
