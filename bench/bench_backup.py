@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from dovecot import DovecotServer  # noqa: E402
+from proxy import TcpProxy  # noqa: E402
 from seeding import bulk_append, create_folder, imap_login, seed_message  # noqa: E402
 
 
@@ -62,6 +63,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="sqlite,tree")
     parser.add_argument("--connections", default="1",
                         help="comma-separated --max-connections values to compare")
+    parser.add_argument("--per-connection-mbps", type=float, default=0,
+                        help="cap each connection at this many MB/s through a loopback proxy "
+                        "(emulates a provider's per-connection throughput limit)")
     opts = parser.parse_args()
     rng = random.Random(42)
     with DovecotServer() as server:
@@ -79,7 +83,14 @@ def main() -> None:
         print(f"seeded {opts.messages} messages, {total_bytes / 1e6:.0f} MB in "
               f"{len(names)} folders ({time.perf_counter() - t0:.1f}s)")
         env = dict(os.environ, BENCH_PW=user.password)
-        url = f"imap://{user.name}@127.0.0.1:{server.imap_port}?tls=none"
+        port = server.imap_port
+        proxy = None
+        if opts.per_connection_mbps:
+            proxy = TcpProxy("127.0.0.1", server.imap_port, record=False)
+            proxy.connection_bandwidth = opts.per_connection_mbps * 1e6
+            port = proxy.port
+            print(f"each connection capped at {opts.per_connection_mbps:g} MB/s by a proxy")
+        url = f"imap://{user.name}@127.0.0.1:{port}?tls=none"
         runs = [(k, int(c)) for k in opts.kinds.split(",") for c in opts.connections.split(",")]
         for kind, connections in runs:
             full, noop, rss = [], [], []

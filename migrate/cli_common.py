@@ -173,13 +173,17 @@ class LoginOptions:
             raise UsageError(f"give either {self.prefix}oauth2-token-command or "
                              f"{self.passwords[0]}, not both")
 
+    def require_token_for(self, endpoint: Endpoint) -> None:
+        """A URL asking for an OAuth2 mechanism needs a token command: say so now."""
+        if endpoint.auth != "password" and not self.oauth2:
+            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
+                             f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
+
     def source(self, endpoint: Endpoint) -> PasswordSource:
         """The PasswordSource for ``endpoint``, refusing before any connection what
         could only fail at login (and then name the wrong side's option)."""
         self.check()
-        if endpoint.auth != "password" and not self.oauth2:
-            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
-                             f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
+        self.require_token_for(endpoint)
         return password_source(endpoint, self.env, self.file, self.command, self.oauth2,
                                self.prefix)
 

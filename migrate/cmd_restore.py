@@ -156,6 +156,7 @@ def _dest_password(endpoint: Endpoint, dest: LoginOptions, fallback: LoginOption
                 f"no credentials for {endpoint.display()}: {fallback.prefix}oauth2-token-command is "
                 f"not reused for the destination (a token is good for one account); give "
                 f"{dest.prefix}oauth2-token-command or {dest.prefix}password-env/-file/-command")
+        dest.require_token_for(endpoint)
         # The passwords carry over (none when the source logs in with a token).
         dest = LoginOptions(fallback.env, fallback.file, fallback.command,
                             prefix=fallback.prefix if fallback.passwords else dest.prefix)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from migrate.errors import MailmigrateError, MessageError
 from migrate.folders import select_folders
@@ -172,18 +173,55 @@ def _transfer_one(source: SourceStore, dest: DestinationStore, folder: Folder,
     reporter.folder_done(out)
 
 
+class _SourceLost(Exception):
+    """A connection-level failure of one worker's source (wrapped so that it is
+    told apart from the same error types raised by destination calls)."""
+
+    def __init__(self, error: MailmigrateError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _SourceTagged:
+    """A source whose connection-level failures arrive as :class:`_SourceLost`;
+    per-message and per-folder errors (MessageError) pass unchanged."""
+
+    def __init__(self, inner: SourceStore) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attr(*args, **kwargs)
+                # listings and fetches return iterators: drain them here, so a
+                # failure while iterating is tagged too
+                return iter(list(result)) if isinstance(result, Iterator) else result
+            except MessageError:
+                raise
+            except MailmigrateError as exc:
+                raise _SourceLost(exc) from None
+
+        return call
+
+
 def _transfer_parallel(source: SourceStore, dest: DestinationStore,
                        work: list[tuple[Folder, FolderResult]], options: TransferOptions,
                        reporter: Reporter, open_source: Callable[[], SourceStore]) -> None:
     """Up to ``options.connections`` workers take folders from one queue.
 
     Worker 0 reads on the connection that listed the folders; the others open
-    their own. A server that refuses an extra connection (a provider's cap)
-    costs only speed: that worker stops and the folder goes back on the queue.
-    The first fatal error stops every worker at its next batch and is raised
-    here, after all of them have stopped, so nothing is written after it.
+    their own. A connection that cannot be opened or is lost for good (a
+    provider's cap) costs only speed: its worker stops and its folder goes back
+    on the queue; what is left when all workers are done is transferred here on
+    the first connection (reconnecting if it was the one lost). Any other error
+    is fatal: it stops every worker at its next call and is raised here, after
+    all of them have stopped, so nothing is written after it.
     """
-    calls = CallQueue()
+    calls = CallQueue(fatal=lambda exc: not isinstance(exc, MessageError))
     shared_dest: DestinationStore = Serialized(dest, calls)  # type: ignore[assignment]
     shared_reporter: Reporter = Serialized(reporter, calls)  # type: ignore[assignment]
     todo: queue.SimpleQueue[tuple[Folder, FolderResult]] = queue.SimpleQueue()
@@ -211,8 +249,19 @@ def _transfer_parallel(source: SourceStore, dest: DestinationStore,
                         shared_reporter.warn(f"connection {index + 1} of {workers} not opened "
                                              f"({exc}); going on with fewer")
                         return
-                _transfer_one(own, shared_dest, folder, options, shared_reporter, out,
-                              stop.is_set)
+                try:
+                    _transfer_one(_SourceTagged(own), shared_dest, folder, options,
+                                  shared_reporter, out, stop.is_set)
+                except _SourceLost as lost:
+                    # A connection that cannot go on (the server's cap, an outage
+                    # it alone saw) hands its folder back: the batches it stored
+                    # are committed, so another connection resumes it, or, when
+                    # none is left, this thread does after the workers (and a
+                    # source that is really gone fails there, as it would alone).
+                    todo.put((folder, out))
+                    shared_reporter.warn(f"connection {index + 1} of {workers} given up "
+                                         f"({lost.error}); going on with fewer")
+                    return
         except Aborted:
             pass
         except BaseException as exc:  # handed to the serving thread, raised there

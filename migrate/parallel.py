@@ -30,9 +30,12 @@ _Call = tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], "Future[Any]"
 class CallQueue:
     """Calls made on worker threads, run one at a time on the serving thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, fatal: Callable[[Exception], bool] = lambda exc: True) -> None:
+        """``fatal`` says which errors of a call end the run: after one, no further
+        call runs (the serial engine would not have made them either)."""
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._closed = threading.Event()
+        self._fatal = fatal
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn`` on the serving thread and return its result (or raise its error)."""
@@ -49,8 +52,9 @@ class CallQueue:
     def serve(self, workers: int) -> None:
         """Run calls until ``workers`` workers have called :meth:`done`.
 
-        An exception from a call goes back to the worker that made it; only
-        an interrupt (KeyboardInterrupt, SystemExit) ends serving, after the
+        An exception from a call goes back to the worker that made it (a fatal
+        one also fails every later call with :class:`Aborted`); only an
+        interrupt (KeyboardInterrupt, SystemExit) ends serving, after the
         waiting workers have been told to stop.
         """
         remaining = workers
@@ -61,9 +65,14 @@ class CallQueue:
                     remaining -= 1
                     continue
                 fn, args, kwargs, future = item
+                if self._closed.is_set():
+                    future.set_exception(Aborted("the run was stopped"))
+                    continue
                 try:
                     future.set_result(fn(*args, **kwargs))
                 except Exception as exc:
+                    if self._fatal(exc):
+                        self._closed.set()
                     future.set_exception(exc)
                 except BaseException:
                     future.set_exception(Aborted("the run was interrupted"))

@@ -68,6 +68,7 @@ class _Conn:
         self.from_server = 0  # bytes forwarded server -> client on this connection
         self.to_server = 0
         self.stalled = False  # per-connection stall already done
+        self.started = time.monotonic()
         self._lock = threading.Lock()
         self._pumps_left = 2
         self._rst = False
@@ -170,6 +171,10 @@ class TcpProxy:
         self.connections_accepted = 0
         #: The most connections that were open at the same moment.
         self.peak_connections = 0
+        #: Server -> client bytes per second allowed on each connection (None: no
+        #: limit): the per-connection throughput cap real providers impose, for
+        #: benchmarks of parallel connections.
+        self.connection_bandwidth: float | None = None
         self._from_server_rec = bytearray()
         self._to_server_rec = bytearray()
         self.transcript_truncated = False
@@ -373,6 +378,10 @@ class TcpProxy:
                     self._cut = None  # one-shot
             if chunk and not conn._send(conn.client, chunk):
                 return False
+            if self.connection_bandwidth:
+                ahead = conn.from_server / self.connection_bandwidth - (time.monotonic() - conn.started)
+                if ahead > 0:
+                    time.sleep(ahead)
             view = view[limit:]
             if cut_here:
                 conn.abort(cut.rst)  # type: ignore[union-attr]

@@ -123,6 +123,10 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
     except LoginError as exc:
         _quiet_close(client)
         text = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        if any(code in text.upper() for code in THROTTLE_CODES):
+            # A refusal for now, not for these credentials: Dovecot's per-user
+            # connection cap answers NO [UNAVAILABLE], providers [LIMIT].
+            raise ThrottledError(f"{where} refused the login for now ({text.strip()[:160]})") from None
         raise AuthError(
             f"authentication failed for {endpoint.user} at {where} ({text.strip()[:120]}); "
             "check the user name and password"
