@@ -264,12 +264,13 @@ class TcpProxy:
         return True
 
     def stop(self) -> None:
-        """Stop accepting, close every connection, join the accept thread."""
+        """Stop accepting, then close every connection: no client can slip in a new
+        connection between the two (a server that vanishes stays vanished)."""
         self._stop.set()
-        self.close_all()
         self._thread.join(5)
         with contextlib.suppress(OSError):
             self._listener.close()
+        self.close_all()
         self.wait_closed(5)
 
     def __enter__(self) -> TcpProxy:

@@ -10,6 +10,7 @@ Connections are counted by the real TCP proxy between the CLI and Dovecot
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -114,14 +115,22 @@ def test_drops_on_parallel_connections_are_survived(dovecot, account, tmp_path):
     assert_exactly_once(dovecot, account, archive)
 
 
-def test_a_connection_that_stays_away_stops_all_workers_and_the_next_run_resumes(
+def test_a_server_that_stays_away_stops_all_workers_and_the_next_run_resumes(
         dovecot, account, tmp_path):
     seed(dovecot, account)
     archive = tmp_path / "a.sqlite"
     with TcpProxy("127.0.0.1", dovecot.imap_port) as proxy:
-        proxy.cut_after(300_000)  # the whole proxy, once: every open connection drops
-        done = backup(proxy, account, archive, "--max-connections", "3", "--retries", "0")
+        def vanish() -> None:  # the server goes away mid-run: every connection, for good
+            while proxy.bytes_from_server < 300_000:
+                time.sleep(0.005)
+            proxy.stop()
+        killer = threading.Thread(target=vanish, daemon=True)
+        killer.start()
+        done = backup(proxy, account, archive, "--max-connections", "3", "--retries", "2",
+                      "--retry-delay", "0.05", "--timeout", "2")
+        killer.join(5)
     assert done.code == 4, done.err
+    assert "gave up" in done.err
     assert "Traceback" not in done.err
     with TcpProxy("127.0.0.1", dovecot.imap_port) as proxy:
         resumed = backup(proxy, account, archive, "--max-connections", "3")
