@@ -34,7 +34,7 @@ from typing import Any
 from migrate.errors import MailmigrateError, MessageError
 from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.parallel import Aborted, CallQueue, Serialized
+from migrate.parallel import Aborted, CallQueue, Forwarding, Serialized
 from migrate.progress import NullReporter, Reporter
 from migrate.stores.base import DestinationStore, SourceStore
 
@@ -182,30 +182,20 @@ class _SourceLost(Exception):
         self.error = error
 
 
-class _SourceTagged:
+class _SourceTagged(Forwarding):
     """A source whose connection-level failures arrive as :class:`_SourceLost`;
     per-message and per-folder errors (MessageError) pass unchanged."""
 
-    def __init__(self, inner: SourceStore) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            try:
-                result = attr(*args, **kwargs)
-                # listings and fetches return iterators: drain them here, so a
-                # failure while iterating is tagged too
-                return iter(list(result)) if isinstance(result, Iterator) else result
-            except MessageError:
-                raise
-            except MailmigrateError as exc:
-                raise _SourceLost(exc) from None
-
-        return call
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+            # listings and fetches return iterators: drain them here, so that a
+            # failure while iterating is tagged too
+            return iter(list(result)) if isinstance(result, Iterator) else result
+        except MessageError:
+            raise
+        except MailmigrateError as exc:
+            raise _SourceLost(exc) from None
 
 
 def _transfer_parallel(source: SourceStore, dest: DestinationStore,

@@ -93,17 +93,13 @@ class CallQueue:
                 item[3].set_exception(Aborted("the run was stopped"))
 
 
-class Serialized:
-    """A proxy whose method calls run through a :class:`CallQueue`.
+class Forwarding:
+    """A proxy that passes every method call of ``target`` through :meth:`_call`;
+    attribute reads that are not methods pass straight through (they are set
+    once, before any worker starts)."""
 
-    Wraps the destination and the reporter for workers; attribute reads that
-    are not methods pass straight through (they are set once, before the
-    workers start).
-    """
-
-    def __init__(self, target: object, calls: CallQueue) -> None:
+    def __init__(self, target: object) -> None:
         self._target = target
-        self._calls = calls
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._target, name)
@@ -111,9 +107,24 @@ class Serialized:
             return attr
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            return self._calls.call(attr, *args, **kwargs)
+            return self._call(attr, *args, **kwargs)
 
         return forward
 
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
 
-__all__ = ["Aborted", "CallQueue", "Serialized"]
+
+class Serialized(Forwarding):
+    """Method calls run through a :class:`CallQueue`: how workers reach the
+    destination and the reporter."""
+
+    def __init__(self, target: object, calls: CallQueue) -> None:
+        super().__init__(target)
+        self._calls = calls
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return self._calls.call(fn, *args, **kwargs)
+
+
+__all__ = ["Aborted", "CallQueue", "Forwarding", "Serialized"]

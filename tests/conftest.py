@@ -26,6 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot import DovecotServer, DovecotUnavailable, User
+from oauth_server import IntrospectionServer
 from proxy import TcpProxy
 from seeding import corpus_messages, imap_login
 
@@ -85,6 +86,21 @@ def imap_dot(dovecot_dot: DovecotServer, account_dot: User) -> Iterator:
 def imap_proxy(dovecot: DovecotServer) -> Iterator[TcpProxy]:
     with TcpProxy(dovecot.host, dovecot.imap_port) as proxy:
         yield proxy
+
+
+# OAuth2: Dovecot's oauth2 passdb asks a loopback RFC 7662 introspection endpoint
+# (tests/oauth_server.py), shared by the OAuth2 test modules.
+@pytest.fixture(scope="module")
+def introspection() -> Iterator[IntrospectionServer]:
+    with IntrospectionServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dovecot_oauth(introspection: IntrospectionServer) -> Iterator[DovecotServer]:
+    server = DovecotServer(oauth2_introspection_url=introspection.url).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -359,6 +359,7 @@ class DovecotServer:
         keep: bool | None = None,
         oauth2_introspection_url: str | None = None,
         max_userip_connections: int = 50,
+        special_use: dict[str, str] | None = None,
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' (Maildir LAYOUT=fs) or '.' (Maildir++)")
@@ -369,6 +370,9 @@ class DovecotServer:
         self.oauth2_introspection_url = oauth2_introspection_url
         # A provider's connection cap (Dovecot counts per user and client IP).
         self.max_userip_connections = max_userip_connections
+        #: Folders created for every user with their RFC 6154 attribute ({} for a
+        #: server that announces none, as some providers' do).
+        self.special_use = SPECIAL_USE if special_use is None else special_use
         self.host = HOST
         self.keep = bool(os.environ.get("MAILMIGRATE_KEEP_DOVECOT")) if keep is None else keep
         self.dir = Path(tempfile.mkdtemp(prefix="mm", dir="/tmp"))
@@ -403,7 +407,7 @@ class DovecotServer:
             users = f"default_internal_user = {me}\ndefault_login_user = {me}\n"
             with contextlib.suppress(KeyError):
                 users += f"default_internal_group = {grp.getgrgid(os.getgid()).gr_name}\n"
-        mailboxes = "".join(_MAILBOX.format(name=n, use=u) for n, u in SPECIAL_USE.items())
+        mailboxes = "".join(_MAILBOX.format(name=n, use=u) for n, u in self.special_use.items())
         oauth_mechs = oauth_passdb = ""
         if self.oauth2_introspection_url:
             oauth_mechs = " xoauth2 oauthbearer"

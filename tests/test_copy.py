@@ -29,13 +29,9 @@ def copy_env(tmp_path: Path, a, b) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def dovecot_sent():
     """A Dovecot whose \\Sent folder is called "Sent" (the shared ones call it "Gesendet")."""
-    saved = dovecot_module.SPECIAL_USE
-    dovecot_module.SPECIAL_USE = {"Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash",
-                                  "Junk": "\\Junk", "Archive": "\\Archive"}
-    try:
-        server = dovecot_module.DovecotServer("/")
-    finally:
-        dovecot_module.SPECIAL_USE = saved
+    server = dovecot_module.DovecotServer("/", special_use={
+        "Sent": "\\Sent", "Drafts": "\\Drafts", "Trash": "\\Trash", "Junk": "\\Junk",
+        "Archive": "\\Archive"})
     server.start()
     yield server
     server.stop()

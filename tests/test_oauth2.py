@@ -5,13 +5,11 @@ IMAP and POP3, and refresh a token that expired between two connections."""
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_helpers import run_cli
 from dovecot import DovecotServer, User
-from oauth_server import IntrospectionServer
 from seeding import bulk_append, imap_login, seed_messages
 from test_jobs import history, job_env
 
@@ -19,19 +17,6 @@ from migrate.endpoints import PasswordSource, parse_endpoint
 from migrate.errors import AuthError
 from migrate.stores.imap import connect_imap
 from migrate.stores.pop3 import Pop3Session
-
-
-@pytest.fixture(scope="module")
-def introspection() -> Iterator[IntrospectionServer]:
-    with IntrospectionServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dovecot_oauth(introspection: IntrospectionServer) -> Iterator[DovecotServer]:
-    server = DovecotServer(oauth2_introspection_url=introspection.url).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

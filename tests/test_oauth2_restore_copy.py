@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,19 +32,6 @@ from test_oauth2 import logins, runs, token_command, url
 from test_restore import placed
 
 OAUTH_MECHS = {"XOAUTH2", "OAUTHBEARER"}
-
-
-@pytest.fixture(scope="module")
-def introspection() -> Iterator[IntrospectionServer]:
-    with IntrospectionServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def dovecot_oauth(introspection: IntrospectionServer) -> Iterator[DovecotServer]:
-    server = DovecotServer(oauth2_introspection_url=introspection.url).start()
-    yield server
-    server.stop()
 
 
 def fresh_tokens(introspection: IntrospectionServer, user: User, label: str) -> tuple[str, str]:

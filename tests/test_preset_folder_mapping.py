@@ -116,14 +116,9 @@ def test_folder_hints_merge_both_presets_and_tolerate_unknown_ones():
 @pytest.fixture(scope="module")
 def dovecot_plain():
     """A Dovecot that announces no special-use folders, as T-Online's servers do."""
-    import dovecot as dovecot_module
+    from dovecot import DovecotServer
 
-    saved = dovecot_module.SPECIAL_USE
-    dovecot_module.SPECIAL_USE = {}
-    try:
-        server = dovecot_module.DovecotServer("/")
-    finally:
-        dovecot_module.SPECIAL_USE = saved
+    server = DovecotServer("/", special_use={})
     server.start()
     yield server
     server.stop()
