@@ -94,20 +94,22 @@ class LogReporter(NullReporter):
         self.stream.flush()
 
     def start(self, folders: int) -> None:
-        self._t0 = time.monotonic()
+        self._t0 = self._last = time.monotonic()
         self._say(f"{folders} folders to check")
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
-        self._folder, self._count, self._bytes = folder, 0, 0
-        self._last = time.monotonic()
+        self._folder = folder
 
     def advance(self, messages: int, nbytes: int) -> None:
+        # Totals for the run, not per folder: with --max-connections several
+        # folders advance at once, and "so far" must mean the same thing.
         self._count += messages
         self._bytes += nbytes
         now = time.monotonic()
         if now - self._last >= self.interval:
             self._last = now
-            self._say(f"{self._folder}: {self._count} messages, {human_bytes(self._bytes)} so far")
+            self._say(f"{self._count} messages, {human_bytes(self._bytes)} so far "
+                      f"(latest folder: {self._folder})")
 
     def folder_done(self, result: FolderResult) -> None:
         if result.error:
@@ -128,7 +130,9 @@ class LogReporter(NullReporter):
 
 
 class TqdmReporter(NullReporter):
-    """Bars on a TTY: one overall (messages), one per folder (bytes)."""
+    """Bars on a TTY: folders checked, and messages copied (the total grows as each
+    folder is looked at; one bar for all, since with --max-connections several
+    folders advance at once)."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
@@ -143,11 +147,13 @@ class TqdmReporter(NullReporter):
                                    leave=True, file=sys.stderr)
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
-        if self._folder is not None:
-            self._folder.close()
-        self._folder = self._tqdm(total=expected_messages or None, unit="msg", desc=folder[:30],
-                                  position=1, leave=False, file=sys.stderr)
-        self._bytes = 0
+        if self._folder is None:
+            self._folder = self._tqdm(total=0, unit="msg", desc="messages", position=1,
+                                      leave=False, file=sys.stderr)
+            self._bytes = 0
+        self._folder.total = (self._folder.total or 0) + max(expected_messages, 0)
+        self._folder.set_postfix_str(f"{human_bytes(self._bytes)}, {folder[:30]}", refresh=False)
+        self._folder.refresh()
 
     def advance(self, messages: int, nbytes: int) -> None:
         if self._folder is not None:
