@@ -223,6 +223,17 @@ def _run_to_imap(
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
+def _archive_profile(source: SourceStore) -> Profile | None:
+    """The provider preset of the account an archive was made from (its host), so a
+    T-Online archive's unmarked "INBOX/Gesendet" is still known as Sent on restore."""
+    from migrate.profiles import profile_for_host
+
+    accounts = getattr(getattr(source, "archive", None), "accounts", None)
+    hosts = {a.rpartition("@")[2] for a in accounts()} if callable(accounts) else set()
+    found = {p.id: p for p in (profile_for_host(h) for h in hosts) if p is not None}
+    return next(iter(found.values())) if len(found) == 1 else None
+
+
 def _print_plan(result: TransferResult, summary: dict[str, Any]) -> None:
     for name in summary.get("folders_to_create", []):
         typer.echo(f"create folder {name}")
@@ -289,7 +300,7 @@ def restore(
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
                 lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay),
-                rate=rate)
+                rate=rate, source_profile=_archive_profile(source))
         finally:
             source.close()
 

@@ -157,3 +157,38 @@ def test_copy_uses_the_source_presets_folder_names_against_a_real_server(
             dest.logout()
     assert results["t-online"] == (3, False)
     assert results[None] == (0, True)
+
+
+def test_restore_knows_the_archived_accounts_provider(dovecot, tmp_path):
+    """An archive of a T-Online account (its host recorded with the account) restores
+    "INBOX/Gesendet", which T-Online does not mark, into the destination's \\\\Sent."""
+    from cli_helpers import PASSWORD_ENV, cli_env, run_cli
+    from seeding import fetch_all, imap_login, seed_message
+
+    from migrate.model import FolderStatus, Message
+    from migrate.stores.sqlite_archive import SqliteArchive
+
+    archive = SqliteArchive(tmp_path / "t.sqlite", account="me@t-online.de@secureimap.t-online.de")
+    try:
+        for name in ("INBOX", "INBOX/Gesendet"):
+            folder = Folder(name=name, server_name=name.replace("/", "."), delimiter=".")
+            archive.checkpoint(folder, FolderStatus(uidvalidity=7, uidnext=3, messages=2))
+            archive.add_messages(folder, [Message(key=str(u), uid=u,
+                                                  raw=seed_message(u, 1_000, tag=name[-4:]))
+                                          for u in (1, 2)])
+            archive.finish_folder(folder, FolderStatus(uidvalidity=7, uidnext=3, messages=2))
+    finally:
+        archive.close()
+    b = dovecot.add_user()
+    done = run_cli("restore", str(tmp_path / "t.sqlite"),
+                   f"imap://{b.name}@127.0.0.1:{dovecot.imap_port}?tls=none",
+                   "--password-env", PASSWORD_ENV,
+                   env=cli_env(b.password, XDG_STATE_HOME=str(tmp_path / "xdg")))
+    assert done.code == 0, done.err
+    client = imap_login(dovecot, b)
+    try:
+        assert len(fetch_all(client, "Gesendet")) == 2  # the fixture's \Sent folder
+        assert len(fetch_all(client, "INBOX")) == 2
+        assert "INBOX/Gesendet" not in {f[2] for f in client.list_folders()}
+    finally:
+        client.logout()

@@ -792,6 +792,14 @@ class MboxArchive:
     def list_folders(self) -> list[Folder]:
         return [f for f, _, _ in self.folder_summary()]
 
+    def accounts(self) -> list[str]:
+        """The account (user@host) this tree holds (one per tree), if recorded."""
+        with self._mutex:
+            conn = self._db_conn()
+            with self._db():
+                row = conn.execute("SELECT value FROM meta WHERE key = 'account'").fetchone()
+        return [row[0]] if row and row[0] else []
+
     def folder_summary(self) -> list[tuple[Folder, int, int]]:
         with self._mutex:
             conn = self._db_conn()

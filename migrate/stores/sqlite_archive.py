@@ -368,6 +368,11 @@ class SqliteArchive:
             " WHERE account = ? OR ? = '' ORDER BY name", (self.account, self.account)).fetchall()
         return [self._folder_from_row(r) for r in rows]
 
+    def accounts(self) -> list[str]:
+        """The accounts (user@host) this archive holds, e.g. to find their provider."""
+        return [r[0] for r in self.conn.execute(
+            "SELECT DISTINCT account FROM folders WHERE account != '' ORDER BY account")]
+
     def folder_summary(self) -> list[tuple[Folder, int, int]]:
         rows = self.conn.execute(
             "SELECT f.name, f.delimiter, f.special_use, f.selectable, COUNT(fm.id),"
