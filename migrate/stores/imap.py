@@ -23,7 +23,7 @@ from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginEr
 
 from migrate.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
-from migrate.folders import make_folder
+from migrate.folders import make_folder, special_use_of
 from migrate.model import (
     FlagChange,
     Folder,
@@ -176,6 +176,30 @@ def _quiet_close(client: imapclient.IMAPClient) -> None:
         client.shutdown()
 
 
+def _special_use_on_request(client: imapclient.IMAPClient,
+                            listed: list[tuple[Any, Any, Any]]) -> dict[Any, tuple[Any, ...]]:
+    """{folder name: attributes} from ``LIST "" "*" RETURN (SPECIAL-USE)``.
+
+    RFC 6154 lets a server announce SPECIAL-USE yet mark its folders only when
+    asked this way; a plain LIST then shows no \\Sent anywhere. Asked only in
+    that case (one more round trip), and any failure just keeps the plain
+    listing: the folder names still work as a fallback.
+    """
+    if not client.has_capability("SPECIAL-USE") or any(
+            special_use_of(f.decode() if isinstance(f, bytes) else str(f) for f in flags)
+            for flags, _, _ in listed):
+        return {}
+    try:
+        # imapclient has no LIST-EXTENDED call; its own list parser reads the answer.
+        typ, data = client._imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+        if typ != "OK":
+            return {}
+        typ, data = client._imap._untagged_response(typ, data, "LIST")
+        return {name: tuple(flags) for flags, _, name in client._proc_folder_list(data)}
+    except (OSError, IMAPClientError, ValueError):
+        return {}
+
+
 def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
     """Every folder of an account (decoded, '/'-pathed), parents before children.
 
@@ -186,9 +210,11 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
         listed = client.list_folders()
     except (OSError, IMAPClientError) as exc:
         raise ConnectError(f"LIST failed on {host}: {exc}") from None
+    on_request = _special_use_on_request(client, listed)
     folders: dict[str, Folder] = {}
     for flags, delimiter, name in listed:
-        attrs = [f.decode() if isinstance(f, bytes) else str(f) for f in flags]
+        attrs = [f.decode() if isinstance(f, bytes) else str(f)
+                 for f in (*flags, *on_request.get(name, ()))]
         delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
         server_name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
         folder = make_folder(server_name, delim, attrs)

@@ -47,6 +47,9 @@ class HFolder:
     uidvalidity: int = 7
     uidvalidity_flip: bool = False
     duplicate_uids: bool = False
+    #: RFC 6154 attribute sent only to LIST ... RETURN (SPECIAL-USE), as the RFC
+    #: allows (a plain LIST then shows none); needs HostileImap(special_use=True).
+    special_use: bytes = b""
     throttle: int = 0  # the first N body fetches get NO [THROTTLED]
     bye_once: bool = False  # the first body fetch gets BYE [UNAVAILABLE] and a closed socket
 
@@ -56,8 +59,10 @@ def _literal(data: bytes) -> bytes:
 
 
 class HostileImap:
-    def __init__(self, folders: list[HFolder], *, overquota: bool = False) -> None:
+    def __init__(self, folders: list[HFolder], *, overquota: bool = False,
+                 special_use: bool = False) -> None:
         self.folders = folders
+        self.special_use = special_use  # announce SPECIAL-USE and LIST-EXTENDED
         self.overquota = overquota  # every APPEND is refused with NO [OVERQUOTA]
         self.appends = 0
         self.connections = 0
@@ -108,7 +113,9 @@ class HostileImap:
                 tag, cmd, args = m.group(1), m.group(2).upper(), m.group(3)
                 uid_cmd = b" UID " in line[: len(tag) + 6].upper()
                 if cmd == b"CAPABILITY":
-                    conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\n" + tag + b" OK done\r\n")
+                    extra = b" SPECIAL-USE LIST-EXTENDED" if self.special_use else b""
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN" + extra + b"\r\n"
+                                 + tag + b" OK done\r\n")
                 elif cmd == b"CREATE":
                     if self._folder(args) is None:
                         name = _name_arg(args)
@@ -126,8 +133,11 @@ class HostileImap:
                     conn.sendall(b"* BYE bye\r\n" + tag + b" OK done\r\n")
                     return
                 elif cmd == b"LIST":
-                    out = b"".join(b'* LIST (\\HasNoChildren) "/" ' + _literal(fo.name) + b"\r\n"
-                                   for fo in self.folders)
+                    asked = self.special_use and b"RETURN (SPECIAL-USE)" in args.upper()
+                    out = b"".join(
+                        b"* LIST (\\HasNoChildren" + (b" " + fo.special_use if asked and fo.special_use
+                                                       else b"")
+                        + b') "/" ' + _literal(fo.name) + b"\r\n" for fo in self.folders)
                     conn.sendall(out + tag + b" OK done\r\n")
                 elif cmd == b"STATUS":
                     fo = self._folder(args)

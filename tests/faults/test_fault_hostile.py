@@ -100,3 +100,21 @@ def test_hostile_server_bad_items_fail_alone_and_the_rest_is_archived(tmp_path: 
     peak_kb = int((tmp_path / "rss").read_text())
     assert peak_kb < 200_000, f"peak RSS {peak_kb} KiB"
     os.unlink(tmp_path / "rss")
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_special_use_sent_only_when_asked_is_still_recorded(tmp_path, announced):
+    """RFC 6154 allows a server to mark its folders only for LIST ... RETURN
+    (SPECIAL-USE); a plain LIST then shows no \\Sent. The backup asks, and records it;
+    a server without SPECIAL-USE is not asked (and records none)."""
+    folders = [HFolder(b"INBOX", [HMessage(1, seed_message(1, 500, tag="su"))]),
+               HFolder(b"Outbox-2019", [HMessage(1, seed_message(2, 500, tag="su"))],
+                       special_use=b"\\Sent")]
+    archive = tmp_path / "a.sqlite"
+    with HostileImap(folders, special_use=announced) as server:
+        done = run_cli("backup", f"imap://u@127.0.0.1:{server.port}?tls=none", str(archive),
+                       "--password-env", PASSWORD_ENV, env=cli_env("pw"))
+    assert done.code == 0, done.err
+    listed = run_cli("ls", str(archive), "--json")
+    uses = {f["folder"]: f["special_use"] for f in json.loads(listed.out)}
+    assert uses["Outbox-2019"] == ("\\Sent" if announced else None)
