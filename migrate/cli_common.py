@@ -77,7 +77,8 @@ RetriesOpt = Annotated[int, typer.Option(
     "(0: stop at the first drop; the next run resumes).")]
 RateOpt = Annotated[str | None, typer.Option(
     "--rate", metavar="RATE",
-    help="At most this many messages per second (e.g. 20) or bytes per second (e.g. 2MB).")]
+    help="At most this many messages per second (e.g. 20) or bytes per second (e.g. 2MB), "
+    "optionally after an unpaced allowance (e.g. '20KB after 700MB').")]
 MaxConnectionsOpt = Annotated[int | None, typer.Option(
     "--max-connections", min=1, metavar="N",
     help="Read up to N folders at once, each on its own connection to the source "
