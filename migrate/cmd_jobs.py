@@ -76,6 +76,8 @@ def providers(as_json: JsonOpt = False) -> None:
                 "imap": None if p.imap is None else vars(p.imap),
                 "pop3": None if p.pop3 is None else vars(p.pop3),
                 "oauth2": p.oauth2["mechanisms"] if p.oauth2 else [], "limits": p.limits,
+                "defaults": {"connections": p.connections, "rate": p.rate,
+                             "exclude": list(p.exclude)},
                 "notes": p.notes} for p in profs], ensure_ascii=False))
             return EXIT_OK
         width = max(len(p.id) for p in profs)
@@ -85,6 +87,11 @@ def providers(as_json: JsonOpt = False) -> None:
             typer.echo(f"{p.id:<{width}}  {p.name:<28} {imap:<32}{oauth}")
             if p.domains:
                 typer.echo(f"{'':<{width}}  {', '.join(p.domains)}")
+            shaped = [f"{p.connections} connections" if p.connections else "",
+                      f"rate {p.rate}" if p.rate else "",
+                      f"skips {', '.join(p.exclude)}" if p.exclude else ""]
+            if any(shaped):
+                typer.echo(f"{'':<{width}}  defaults: {'; '.join(x for x in shaped if x)}")
         return EXIT_OK
 
     run_guarded(body)

@@ -201,9 +201,12 @@ def test_providers_command_lists_every_preset() -> None:
     assert result.code == 0, result.err
     for prof in all_profiles():
         assert prof.id in result.out and prof.name in result.out
+    assert "defaults: 4 connections; rate 20KB after 700MB" in result.out  # gmail's
     result = run_cli("providers", "--json")
     ids = [p["id"] for p in result.json()]
     assert ids == [p.id for p in all_profiles()]
+    gmail = next(p for p in result.json() if p["id"] == "gmail")
+    assert gmail["defaults"]["connections"] == 4 and gmail["defaults"]["rate"] == "20KB after 700MB"
 
 
 def test_readme_providers_table_matches_profiles() -> None:
