@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import archive_contents, backup_args, cli_env
 from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed
-from seeding import bulk_append, imap_login, seed_message
+from seeding import bulk_append, create_folder, imap_login, seed_message
 from test_backup import assert_archive_matches_server, server_state
 
 pytestmark = pytest.mark.slow
@@ -92,6 +92,30 @@ def test_memory_does_not_grow_with_message_count(dovecot, tmp_path):
                                              cli_env(user.password))
     print(f"backup peak RSS (KiB): {peaks}")
     assert_flat(peaks)
+
+
+def test_memory_with_parallel_connections_grows_per_connection_not_per_message(dovecot, tmp_path):
+    """Three folders of 42 MB each (126 MB): each extra connection may add what one
+    connection holds (the batch being stored, the next one fetched, and the read buffer
+    of that fetch: about three batches), never memory in proportion to the mailbox
+    (a worker waits for the writer before it fetches further)."""
+    from migrate.engine import DEFAULT_BATCH_BYTES
+
+    user = dovecot.add_user()
+    client = imap_login(dovecot, user)
+    for name in ("A", "B", "C"):
+        create_folder(client, name)
+        for start in range(0, 700, 350):
+            bulk_append(client, name, [seed_message(i, MEMORY_MESSAGE_SIZE, tag=name)
+                                       for i in range(start, start + 350)])
+    client.logout()
+    peaks = {n: peak_rss_kb(backup_args(dovecot, user, tmp_path / f"{n}.sqlite", "--quiet",
+                                        "--max-connections", str(n)), cli_env(user.password))
+             for n in (1, 3)}
+    print(f"backup peak RSS (KiB) by connections: {peaks}")
+    batch_kb = DEFAULT_BATCH_BYTES // 1024
+    assert peaks[3] - peaks[1] < 2 * 3 * batch_kb + 12 * 1024, peaks  # two more connections
+    assert peaks[3] - peaks[1] < 3 * 700 * MEMORY_MESSAGE_SIZE // 1024 // 2, peaks
 
 
 def assert_flat(peaks: dict[tuple[str, int], int]) -> None:
