@@ -123,7 +123,9 @@ def test_gesendet_lands_in_destination_sent(dovecot, dovecot_sent, tmp_path):
 
 
 @pytest.mark.slow
-def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path):
+@pytest.mark.parametrize("connections", [1, 3])
+def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path, connections):
+    """Also with three source connections reading while the destination is written."""
     seed, rng = kill_seed()
     a, c = dovecot.add_user(), dovecot.add_user()
     folders = FOLDERS
@@ -131,8 +133,8 @@ def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path):
     mailbox = GrowingMailbox(client, rng)
     mailbox.add(250)
     env = copy_env(tmp_path, a, c)
-    kill_loop(copy_args(dovecot, a, dovecot, c, "--quiet"), env, rng, seed,
-              lambda: mailbox.add(60))
+    kill_loop(copy_args(dovecot, a, dovecot, c, "--quiet", "--max-connections", str(connections)),
+              env, rng, seed, lambda: mailbox.add(60))
     client.logout()
     counter = mailbox.count
     final = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
