@@ -50,8 +50,8 @@ from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
 from migrate.profiles import Profile
-from migrate.progress import human_bytes
-from migrate.ratelimit import limited, shared_pacer
+from migrate.progress import Reporter, human_bytes
+from migrate.ratelimit import Pacer, limited, shared_pacer
 from migrate.retry import RetryingDestination, RetryingSource, RetryPolicy
 from migrate.state import JobState, job_path
 from migrate.stores.base import SourceStore
@@ -186,12 +186,7 @@ def _run_to_imap(
     reporter = make_reporter(quiet, as_json)
     pacer = shared_pacer(rate)
 
-    def open_paced() -> SourceStore:
-        assert open_source is not None
-        more = open_source()
-        if isinstance(more, RetryingSource):
-            more.reporter = reporter
-        return limited(more, pacer)
+    open_paced = _paced(open_source, reporter, pacer) if open_source else None
     state_path = job_path(source_id, endpoint.display(), state)
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
@@ -203,7 +198,7 @@ def _run_to_imap(
                 source.reporter = reporter
             dest.plan(source.list_folders())
             result = transfer(limited(source, pacer), RetryingDestination(dest, policy, reporter),
-                              options, reporter, open_source=open_paced if open_source else None)
+                              options, reporter, open_source=open_paced)
             summary = dest.summary()
         finally:
             dest.close()
@@ -221,6 +216,17 @@ def _run_to_imap(
             typer.echo(f"mailmigrate: not copied: {err['folder']}: {err['message']}: {err['error']}",
                        err=True)
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _paced(open_source: Callable[[], SourceStore], reporter: Reporter,
+           pacer: Pacer | None) -> Callable[[], SourceStore]:
+    """``open_source`` for one more connection, reporting to this run and sharing its pace."""
+    def opener() -> SourceStore:
+        more = open_source()
+        if isinstance(more, RetryingSource):
+            more.reporter = reporter
+        return limited(more, pacer)
+    return opener
 
 
 def _archive_profile(source: SourceStore) -> Profile | None:
@@ -377,7 +383,7 @@ def copy(
                 state=state, timeout=timeout, lock_wait=lock_wait,
                 extra={"source": src_ep.display()}, policy=policy, rate=run.rate,
                 open_source=open_source, connections=run.connections,
-                source_profile=run_defaults.preset_of(src_ep))
+                source_profile=run.profile)
         finally:
             src.close()
 

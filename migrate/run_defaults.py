@@ -27,6 +27,8 @@ class RunDefaults:
     exclude: tuple[str, ...] = ()
     #: One line per preset default that was applied, for the user to see.
     notes: tuple[str, ...] = field(default=())
+    #: The preset these came from (its folder names also shape the mapping).
+    profile: Profile | None = None
 
 
 def preset_of(endpoint: Endpoint) -> Profile | None:
@@ -65,7 +67,7 @@ def resolve(endpoint: Endpoint, *, connections: int | None = None, rate: str | N
         notes.append(f"{profile.name}: skipping {', '.join(profile.exclude)} (preset; "
                      "--folder or --exclude to choose yourself)")
     return RunDefaults(connections=connections, rate=rate, include=tuple(include or ()),
-                       exclude=chosen_exclude, notes=tuple(notes))
+                       exclude=chosen_exclude, notes=tuple(notes), profile=profile)
 
 
 __all__ = ["RunDefaults", "preset_of", "resolve"]
