@@ -1,5 +1,5 @@
-"""Allows ``python -m migrate``."""
+"""``python -m migrate``: the same as the ``mailmigrate`` console script."""
 
-from migrate.cli import main
+from migrate.cli.main import main
 
 main()

@@ -272,8 +272,8 @@ def test_ls_lists_folders_counts_and_sizes(dovecot, account, tmp_path):
 
 def test_flag_changes_without_condstore_use_a_flags_only_fetch(dovecot, account, tmp_path):
     """Servers without CONDSTORE: flags are compared by a FLAGS fetch, never by bodies."""
-    from migrate.endpoints import PasswordSource, parse_endpoint
-    from migrate.engine import transfer
+    from migrate.config.endpoints import PasswordSource, parse_endpoint
+    from migrate.engine.transfer import transfer
     from migrate.stores.imap import ImapSource
     from migrate.stores.sqlite_archive import SqliteArchive
 

@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import backup_args, run_cli
 from seeding import append, create_folder, imap_login
 
-from migrate.browse import fts_expression
+from migrate.archive.browse import fts_expression
 
 INVOICE = (b"Message-ID: <inv@browse.test>\r\nFrom: Alice Example <alice@example.org>\r\n"
            b"To: bob@example.org\r\nSubject: Invoice 2024-01 for Projekt\r\n"
@@ -178,7 +178,7 @@ def test_fts_expression_quotes_words():
 
 def test_show_never_fails_on_real_world_messages(corpus):
     """Malformed headers, odd charsets, broken MIME: show still prints what it can."""
-    from migrate.browse import describe
+    from migrate.archive.browse import describe
     from migrate.model import Folder, Message
 
     with_body = 0

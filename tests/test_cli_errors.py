@@ -12,7 +12,7 @@ import pytest
 from cli_helpers import PASSWORD_ENV, backup_args, cli_env, imap_url, run_cli
 from seeding import append, imap_login
 
-from migrate.lock import ArchiveLock
+from migrate.stores.lock import ArchiveLock
 
 
 def assert_one_line_error(result, code: int, *needles: str) -> None:

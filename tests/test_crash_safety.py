@@ -99,7 +99,7 @@ def test_memory_with_parallel_connections_grows_per_connection_not_per_message(d
     connection holds (the batch being stored, the next one fetched, and the read buffer
     of that fetch: about three batches), never memory in proportion to the mailbox
     (a worker waits for the writer before it fetches further)."""
-    from migrate.engine import DEFAULT_BATCH_BYTES
+    from migrate.engine.transfer import DEFAULT_BATCH_BYTES
 
     user = dovecot.add_user()
     client = imap_login(dovecot, user)
@@ -121,7 +121,7 @@ def test_memory_with_parallel_connections_grows_per_connection_not_per_message(d
 def assert_flat(peaks: dict[tuple[str, int], int]) -> None:
     """Ten times the mail (120 MB instead of 12 MB) may add at most what the engine's
     two in-flight batches can hold, never memory in proportion to the mailbox."""
-    from migrate.engine import DEFAULT_BATCH_BYTES
+    from migrate.engine.transfer import DEFAULT_BATCH_BYTES
 
     allowed_kb = 2 * DEFAULT_BATCH_BYTES // 1024
     for kind in ("archive.sqlite", "tree"):

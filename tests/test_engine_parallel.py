@@ -14,10 +14,10 @@ from datetime import date
 
 import pytest
 
-from migrate.engine import TransferOptions, transfer
+from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import ArchiveError, ConnectError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.progress import RecordingReporter
+from migrate.reporting import RecordingReporter
 from migrate.stores.sqlite_archive import SqliteArchive
 
 FOLDERS = [f"F{i}" for i in range(6)]

@@ -175,7 +175,7 @@ def test_job_lock_second_start_exits_6_and_kill_9_frees_it(dovecot, account, hom
     lock = home / "state" / "jobs" / "locked" / "lock"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from migrate.lock import ArchiveLock\n"
+         "import sys, time; from pathlib import Path; from migrate.stores.lock import ArchiveLock\n"
          f"ArchiveLock(Path({str(lock)!r}), 0).acquire(); print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -276,8 +276,8 @@ def test_interactive_wizard_over_a_pty(dovecot, account, home, tmp_path):
 
 
 def test_job_file_round_trip_and_validation(home, monkeypatch):
+    from migrate.config.jobs import Credential, Job, load_job, save_job
     from migrate.errors import UsageError
-    from migrate.jobs import Credential, Job, load_job, save_job
 
     monkeypatch.setenv("MAILMIGRATE_CONFIG_DIR", str(home / "config"))
     job = Job("t-1", "copy", "imaps://a@x.example", "imaps://b@y.example",
@@ -314,8 +314,8 @@ def test_job_file_round_trip_and_validation(home, monkeypatch):
 
 def test_wizard_turns_an_address_into_a_url() -> None:
     """What the wizard does with "me@gmx.de": the preset's domain, IMAP or POP3 by command."""
-    from migrate.cmd_jobs import address_url
-    from migrate.endpoints import parse_endpoint
+    from migrate.cli.jobs import address_url
+    from migrate.config.endpoints import parse_endpoint
     from migrate.errors import UsageError
 
     url, provider = address_url(" me@gmx.de ", "backup")

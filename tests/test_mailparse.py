@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seeding import corpus_messages
 
-from migrate.mailparse import summarize
+from migrate.formats.summary import summarize
 
 
 def test_plain_quoted_printable_and_base64_bodies() -> None:

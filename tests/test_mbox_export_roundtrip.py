@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from seeding import corpus_index, corpus_messages
 from test_mboxrd import messages as tricky_messages
 
-from migrate import mboxrd
+from migrate.formats import mboxrd
 from migrate.model import Folder, FolderCheckpoint, Message
 from migrate.stores.export_stores import MboxFileDestination
 from migrate.stores.foreign_mbox import ForeignMbox

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from migrate import mboxrd
+from migrate.formats import mboxrd
 
 CORPUS_DIRS = [
     Path(__file__).parent / "data" / "corpus",

@@ -13,7 +13,7 @@ from dovecot import DovecotServer, User
 from seeding import bulk_append, imap_login, seed_messages
 from test_jobs import history, job_env
 
-from migrate.endpoints import PasswordSource, parse_endpoint
+from migrate.config.endpoints import PasswordSource, parse_endpoint
 from migrate.errors import AuthError
 from migrate.stores.imap import connect_imap
 from migrate.stores.pop3 import Pop3Session

@@ -13,7 +13,7 @@ from cli_helpers import PASSWORD_ENV, run_cli
 from fake_pop3 import FakePop3
 from seeding import append, imap_login
 
-from migrate.endpoints import PasswordSource, parse_endpoint
+from migrate.config.endpoints import PasswordSource, parse_endpoint
 from migrate.errors import AuthError, ConnectError
 from migrate.model import FolderCheckpoint
 from migrate.stores.pop3 import INBOX, Pop3Source, unstuff
@@ -166,7 +166,7 @@ def test_broken_server_deletes_nothing(tmp_path, fault):
             assert result.code == 1 and "not a POP3 reply" in result.err
         else:
             # The connection drops on RETR 4 every time: after fresh connections
-            # (migrate.retry) that message alone is reported, the rest archived.
+            # (migrate.engine.retry) that message alone is reported, the rest archived.
             assert result.code == 1 and "nothing was deleted" in result.err
             assert "message 4" in result.err or "skipped" in result.err
         assert "DELE" not in fake.commands

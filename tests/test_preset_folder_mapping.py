@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from migrate.config.profiles import Profile, folder_hints, get_profile
 from migrate.folder_map import FolderMapper
 from migrate.model import Folder
-from migrate.profiles import Profile, folder_hints, get_profile
 
 
 def f(name: str, use: str | None = None, selectable: bool = True) -> Folder:

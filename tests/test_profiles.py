@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 from cli_helpers import run_cli
 
-from migrate.endpoints import parse_endpoint
-from migrate.errors import UsageError
-from migrate.folders import matches
-from migrate.profiles import (
+from migrate.config.endpoints import parse_endpoint
+from migrate.config.profiles import (
     USE_OF_KEY,
     all_profiles,
     get_profile,
@@ -21,7 +19,9 @@ from migrate.profiles import (
     profiles_dir,
     validate,
 )
-from migrate.ratelimit import parse_rate
+from migrate.config.rates import parse_rate
+from migrate.errors import UsageError
+from migrate.folders import matches
 
 REQUIRED = {"gmail", "outlook", "yahoo", "icloud", "fastmail", "zoho", "gmx", "webde",
             "t-online", "ionos", "strato", "posteo", "mailbox-org", "dovecot"}
@@ -216,7 +216,7 @@ def test_readme_providers_table_matches_profiles() -> None:
     assert begin in text and end in text, "README lacks the providers table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == markdown_table(), (
-        "README providers table is stale: regenerate with python -m migrate.profiles --markdown")
+        "README providers table is stale: regenerate with python -m migrate.config.profiles --markdown")
 
 
 def test_provider_flag_on_backup_and_drain(dovecot, account, tmp_path) -> None:

@@ -13,8 +13,8 @@ import termios
 from cli_helpers import backup_args, cli_env, run_cli
 from seeding import append, imap_login
 
-from migrate.engine import transfer
-from migrate.progress import RecordingReporter
+from migrate.engine.transfer import transfer
+from migrate.reporting import RecordingReporter
 
 
 def seed(dovecot, account, n: int = 5) -> None:
@@ -62,7 +62,7 @@ def test_log_lines_when_not_a_tty_and_silence_with_quiet(dovecot, account, tmp_p
 
 
 def test_engine_reports_through_the_reporter_protocol(dovecot, account, tmp_path):
-    from migrate.endpoints import PasswordSource, parse_endpoint  # the library, no CLI
+    from migrate.config.endpoints import PasswordSource, parse_endpoint  # the library, no CLI
     from migrate.stores.imap import ImapSource
     from migrate.stores.sqlite_archive import SqliteArchive
 

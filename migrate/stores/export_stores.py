@@ -52,8 +52,8 @@ from typing import Final, Protocol
 
 from imapclient import imap_utf7
 
-from migrate import mboxrd
 from migrate.errors import ArchiveError, UsageError
+from migrate.formats import mboxrd
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.safepath import assign_path, collision_key, short_hash
 from migrate.stores.base import DestinationStore

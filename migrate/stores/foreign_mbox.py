@@ -61,8 +61,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from migrate import mboxrd
 from migrate.errors import ArchiveError, UsageError
+from migrate.formats import mboxrd
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores.imap_writer import header_fields
 

@@ -21,7 +21,7 @@ from typing import Any
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 
-from migrate.endpoints import Endpoint, PasswordSource
+from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
 from migrate.folders import make_folder, special_use_of
 from migrate.model import (
@@ -252,7 +252,7 @@ class ImapSource:
         return client
 
     def reconnect(self) -> None:
-        """Drop the connection and log in afresh (for :mod:`migrate.retry`).
+        """Drop the connection and log in afresh (for :mod:`migrate.engine.retry`).
 
         After a socket error imapclient's state is unknown (a half-read
         response may sit in its buffer), so the old client is never reused:

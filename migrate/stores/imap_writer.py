@@ -1,7 +1,7 @@
 """IMAP store, write side: the destination of ``restore`` and ``copy``.
 
 Exactly once without a transaction that spans the server and us (see
-:mod:`migrate.state` for the two-commit protocol). What this class adds:
+:mod:`migrate.stores.imap_state` for the two-commit protocol). What this class adds:
 
 - folders: each source folder is mapped (:mod:`migrate.folder_map`) and
   created when missing; a name the destination cannot hold is renamed
@@ -37,15 +37,15 @@ from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
-from migrate.endpoints import Endpoint, PasswordSource
+from migrate.config.endpoints import Endpoint, PasswordSource
+from migrate.config.profiles import Profile, folder_hints
+from migrate.config.run_defaults import preset_of
 from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledError
 from migrate.folder_map import FolderMapper, MapRule, Target
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.profiles import Profile, folder_hints
-from migrate.progress import NullReporter, Reporter
-from migrate.run_defaults import preset_of
-from migrate.state import JobState, Placement
+from migrate.reporting import NullReporter, Reporter
 from migrate.stores.imap import THROTTLE_CODES, connect_imap, list_imap_folders
+from migrate.stores.imap_state import JobState, Placement
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -242,7 +242,7 @@ class ImapDestination:
         self._permanent: dict[str, frozenset[str] | None] = {}
         self._selected: str | None = None
 
-    # -- reconnecting (see migrate.retry) ------------------------------------------------
+    # -- reconnecting (see migrate.engine.retry) ------------------------------------------------
     def reconnect(self) -> None:
         """A fresh connection after a drop; every per-connection cache is forgotten.
 

@@ -32,7 +32,6 @@ from typing import BinaryIO, Final
 
 from migrate import clock
 from migrate.errors import ArchiveError
-from migrate.lock import ArchiveLock
 from migrate.model import (
     FlagChange,
     Folder,
@@ -43,6 +42,7 @@ from migrate.model import (
 )
 from migrate.safepath import META_DIR, assign_path, collision_key, resolve_inside
 from migrate.stores import mbox_files, mbox_index
+from migrate.stores.lock import ArchiveLock
 from migrate.stores.mbox_index import INDEX_NAME, SCHEMA_VERSION, FolderRow
 
 LOCK_NAME: Final = "lock"

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Final, NamedTuple
 
-from migrate import mboxrd
 from migrate.errors import ArchiveError
+from migrate.formats import mboxrd
 from migrate.model import Message
 
 # One writev hands the kernel up to this many buffers (POSIX IOV_MAX is >= 16,

@@ -5,7 +5,7 @@ messages per session. So this store lists every message of the maildrop as
 ``MessageRef(key=UIDL, uid=None)`` and lets the archive's ``missing()`` drop
 what it already holds; the engine then fetches the rest in its usual
 byte-bounded batches. Deletion is not the engine's business: it is decided
-afterwards by :mod:`migrate.retention`, which calls :meth:`Pop3Source.delete`
+afterwards by :mod:`migrate.engine.retention`, which calls :meth:`Pop3Source.delete`
 and :meth:`Pop3Source.quit` with message numbers of *this* session's listing.
 
 Why our own wire code instead of ``poplib.retr()``: poplib caps every line at
@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 
-from migrate.endpoints import Endpoint, PasswordSource
+from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, MessageError, UsageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 
@@ -406,7 +406,7 @@ class Pop3Source:
         self.duplicate_keys: set[str] = set()
 
     def reconnect(self) -> None:
-        """A new session after a dropped one (for :mod:`migrate.retry`).
+        """A new session after a dropped one (for :mod:`migrate.engine.retry`).
 
         The old session ends without QUIT, so the server applies none of its
         DELE marks (there are none during a transfer anyway). Message
@@ -577,7 +577,7 @@ class Pop3Source:
                 body = body[:-2]  # the CRLF the server added before the terminator
             yield Message(key=item.key, raw=body, uid=None, flags=(), internaldate=None)
 
-    # -- deletion (used by migrate.retention only) -----------------------------------------
+    # -- deletion (used by migrate.engine.retention only) -----------------------------------------
     def delete(self, numbers: Sequence[int]) -> int:
         """Mark messages of this session for deletion (takes effect only at QUIT)."""
         if self.broken:

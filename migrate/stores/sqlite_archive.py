@@ -18,9 +18,9 @@ from pathlib import Path
 
 from migrate import clock
 from migrate.errors import ArchiveError
-from migrate.lock import ArchiveLock
-from migrate.mailparse import summarize
+from migrate.formats.summary import summarize
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.stores.lock import ArchiveLock
 
 SCHEMA_VERSION = 1
 

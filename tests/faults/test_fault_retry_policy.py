@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from migrate.engine.retry import RetryingSource, RetryPolicy
 from migrate.errors import AuthError, ConnectError, MessageError
 from migrate.model import Folder
-from migrate.retry import RetryingSource, RetryPolicy
 
 INBOX = Folder(name="INBOX", server_name="INBOX", delimiter="/")
 

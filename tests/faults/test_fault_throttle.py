@@ -10,9 +10,9 @@ from cli_helpers import PASSWORD_ENV, archive_contents, backup_args, cli_env, ru
 from hostile_imap import HFolder, HMessage, HostileImap
 from seeding import bulk_append, imap_login, seed_message
 
+from migrate.engine.ratelimit import Pacer, Rate, parse_rate
 from migrate.errors import UsageError
 from migrate.model import Message
-from migrate.ratelimit import Pacer, Rate, parse_rate
 
 
 def test_throttled_and_bye_with_reason_back_off_and_finish(tmp_path):

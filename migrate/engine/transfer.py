@@ -16,7 +16,7 @@ work per folder is what makes the guarantees:
 With ``connections > 1`` (``--max-connections``) several folders are read
 at once, each on its own source connection, while every destination and
 reporter call still runs on the calling thread, one at a time
-(:mod:`migrate.parallel`): the order of durable steps per folder, and so
+(:mod:`migrate.engine.parallel`): the order of durable steps per folder, and so
 every guarantee above, is the same as with one connection.
 """
 
@@ -27,15 +27,16 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from migrate.engine.parallel import Aborted, CallQueue, Forwarding, Serialized
 from migrate.errors import MailmigrateError, MessageError
 from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.parallel import Aborted, CallQueue, Forwarding, Serialized
-from migrate.progress import NullReporter, Reporter
+from migrate.reporting import NullReporter, Reporter
+from migrate.results import FolderResult, TransferResult
 from migrate.stores.base import DestinationStore, SourceStore
 
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
@@ -52,57 +53,6 @@ class TransferOptions:
     batch_messages: int = DEFAULT_BATCH_MESSAGES
     #: Source connections reading folders at once (needs ``open_source``).
     connections: int = 1
-
-
-@dataclass
-class FolderResult:
-    name: str
-    new_messages: int = 0
-    new_bytes: int = 0
-    flags_updated: int = 0
-    unchanged: bool = False
-    vanished: int = 0
-    error: str | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "folder": self.name, "new_messages": self.new_messages, "new_bytes": self.new_bytes,
-            "flags_updated": self.flags_updated, "unchanged": self.unchanged,
-            "vanished": self.vanished, "error": self.error,
-        }
-
-
-@dataclass
-class TransferResult:
-    folders: list[FolderResult] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def new_messages(self) -> int:
-        return sum(f.new_messages for f in self.folders)
-
-    @property
-    def new_bytes(self) -> int:
-        return sum(f.new_bytes for f in self.folders)
-
-    @property
-    def flags_updated(self) -> int:
-        return sum(f.flags_updated for f in self.folders)
-
-    @property
-    def errors(self) -> list[str]:
-        return [f"{f.name}: {f.error}" for f in self.folders if f.error]
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "dry_run": self.dry_run,
-            "folders": len(self.folders),
-            "new_messages": self.new_messages,
-            "new_bytes": self.new_bytes,
-            "flags_updated": self.flags_updated,
-            "errors": self.errors,
-            "per_folder": [f.as_dict() for f in self.folders],
-        }
 
 
 def batches(refs: Iterable[MessageRef], max_bytes: int, max_count: int) -> Iterator[list[MessageRef]]:
@@ -335,7 +285,7 @@ def _transfer_folder(
             pending = (todo, future)
         if pending is not None:
             _store_batch(dest, folder, *pending, reporter, out)
-    # Messages the source had to skip (see migrate.retry) make the pass
+    # Messages the source had to skip (see migrate.engine.retry) make the pass
     # partial: the next run lists the folder from its first UID again.
     take = getattr(source, "take_failures", None)
     skipped: list[str] = take(folder) if callable(take) else []

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from migrate import mboxrd
 from migrate.errors import ArchiveError
-from migrate.mailparse import summarize
+from migrate.formats import mboxrd
+from migrate.formats.summary import summarize
 from migrate.safepath import resolve_inside
 
 

@@ -17,8 +17,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from migrate.config.rates import parse_rate
 from migrate.errors import UsageError
-from migrate.ratelimit import parse_rate
 
 SPECIAL_KEYS = ("sent", "drafts", "trash", "junk", "archive", "all")
 #: The RFC 6154 attribute each ``[folders.xx]`` key stands for.
@@ -124,7 +124,7 @@ def profiles_dir() -> Path:
     override = os.environ.get("MAILMIGRATE_PROFILES_DIR")
     if override:
         return Path(override)
-    beside = Path(__file__).resolve().parent.parent / "profiles"
+    beside = Path(__file__).resolve().parents[2] / "profiles"
     if beside.is_dir():
         return beside
     return Path(sys.prefix) / "share" / "mailmigrate" / "profiles"
@@ -339,9 +339,9 @@ def markdown_table(profiles: tuple[Profile, ...] | None = None) -> str:
     return "\n".join(rows) + "\n"
 
 
-if __name__ == "__main__":  # python -m migrate.profiles --markdown
+if __name__ == "__main__":  # python -m migrate.config.profiles --markdown
     if sys.argv[1:] == ["--markdown"]:
         sys.stdout.write(markdown_table())
     else:
-        sys.stderr.write("usage: python -m migrate.profiles --markdown\n")
+        sys.stderr.write("usage: python -m migrate.config.profiles --markdown\n")
         sys.exit(2)

@@ -3,7 +3,7 @@
 restore = archive (ours, or a foreign .mbox) -> IMAP; copy = IMAP -> IMAP,
 streaming with no archive. Both write through :class:`ImapDestination`,
 whose exactly-once bookkeeping lives in a per-job state file
-(:mod:`migrate.state`). verify compares two stores per folder.
+(:mod:`migrate.stores.imap_state`). verify compares two stores per folder.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from migrate import run_defaults
-from migrate.archive import open_archive
-from migrate.cli_common import (
+from migrate.archive.open import open_archive
+from migrate.cli.common import (
     CafileOpt,
     DryRunOpt,
     ExcludeOpt,
@@ -44,17 +43,20 @@ from migrate.cli_common import (
     retry_policy,
     run_guarded,
 )
-from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
-from migrate.engine import TransferOptions, TransferResult, transfer
+from migrate.config import run_defaults
+from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
+from migrate.config.profiles import Profile
+from migrate.engine.progress import human_bytes
+from migrate.engine.ratelimit import Pacer, limited, shared_pacer
+from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy
+from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
-from migrate.profiles import Profile
-from migrate.progress import Reporter, human_bytes
-from migrate.ratelimit import Pacer, limited, shared_pacer
-from migrate.retry import RetryingDestination, RetryingSource, RetryPolicy
-from migrate.state import JobState, job_path
+from migrate.reporting import Reporter
+from migrate.results import TransferResult
 from migrate.stores.base import SourceStore
+from migrate.stores.imap_state import JobState, job_path
 
 MapOpt = Annotated[list[str] | None, typer.Option(
     "--map", metavar="SRC=DST",
@@ -232,7 +234,7 @@ def _paced(open_source: Callable[[], SourceStore], reporter: Reporter,
 def _archive_profile(source: SourceStore) -> Profile | None:
     """The provider preset of the account an archive was made from (its host), so a
     T-Online archive's unmarked "INBOX/Gesendet" is still known as Sent on restore."""
-    from migrate.profiles import profile_for_host
+    from migrate.config.profiles import profile_for_host
 
     accounts = getattr(getattr(source, "archive", None), "accounts", None)
     hosts = {a.rpartition("@")[2] for a in accounts()} if callable(accounts) else set()
@@ -396,9 +398,9 @@ RepairOpt = Annotated[bool, typer.Option(
 
 
 def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool, lock_wait: float) -> int:
-    """``verify ARCHIVE [--repair]``: integrity of our own archive (see migrate.integrity)."""
-    from migrate.archive import guess_format
-    from migrate.integrity import check_mbox_tree, check_sqlite
+    """``verify ARCHIVE [--repair]``: integrity of our own archive (see migrate.archive.integrity)."""
+    from migrate.archive.integrity import check_mbox_tree, check_sqlite
+    from migrate.archive.open import guess_format
 
     kind = fmt or guess_format(path)
     if kind not in ("sqlite", "mbox-tree"):
@@ -482,8 +484,8 @@ def verify(
             return _check_archive(first, source_format, repair, as_json, lock_wait)
         if repair:
             raise UsageError("--repair works on one archive: mailmigrate verify --repair ARCHIVE")
+        from migrate.engine.compare import compare, folder_hashes, render
         from migrate.stores.imap import ImapSource
-        from migrate.verify import compare, folder_hashes, render
 
         creds = LoginOptions(password_env, password_file, password_command, oauth2_token_command)
         dest_creds = LoginOptions(dest_password_env, dest_password_file, dest_password_command,

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import platformdirs
 import typer
 
-from migrate.cli_common import (
+from migrate.cli.common import (
     CafileOpt,
     ExcludeOpt,
     FolderOpt,
@@ -35,10 +35,9 @@ from migrate.cli_common import (
     app,
     run_guarded,
 )
-from migrate.credentials import KEYRING_SERVICE, keyring_delete, keyring_set
-from migrate.endpoints import Endpoint, PasswordSource, parse_endpoint
-from migrate.errors import EXIT_OK, ArchiveLockedError, JobRunningError, UsageError
-from migrate.jobs import (
+from migrate.config.credentials import KEYRING_SERVICE, keyring_delete, keyring_set
+from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
+from migrate.config.jobs import (
     COMMANDS,
     DEST_SECRET_ENV,
     SECRET_ENV,
@@ -54,9 +53,10 @@ from migrate.jobs import (
     remove_job,
     save_job,
 )
-from migrate.lock import ArchiveLock
-from migrate.profiles import all_profiles, get_profile, profile_for_domain
-from migrate.progress import human_bytes
+from migrate.config.profiles import all_profiles, get_profile, profile_for_domain
+from migrate.engine.progress import human_bytes
+from migrate.errors import EXIT_OK, ArchiveLockedError, JobRunningError, UsageError
+from migrate.stores.lock import ArchiveLock
 
 jobs_app = typer.Typer(help="Saved jobs: add (a setup wizard on a TTY), list, show, remove.",
                        no_args_is_help=True)
@@ -606,7 +606,7 @@ def schedule(
         "--install", help="Install it (systemctl --user enable --now, or crontab).")] = False,
 ) -> None:
     """Print (or --install) a systemd user timer + service, or a crontab line, for a job."""
-    from migrate import schedule as sched
+    from migrate.config import schedule as sched
 
     def body() -> int:
         load_job(name)  # it must exist and be valid

@@ -1,24 +1,15 @@
-"""Command line: parse, build stores, run the engine, render. Nothing else.
-
-Every expected failure is a :class:`MailmigrateError` rendered as one line
-with its exit code; tracebacks only with MAILMIGRATE_DEBUG=1. Typer's
-pretty exceptions are off: they print locals, and locals hold passwords.
-Shared options and rendering live in :mod:`migrate.cli_common`; commands
-other than backup and ls live in ``migrate/cmd_*.py`` and are registered below.
-"""
+"""``backup`` and ``ls``: an IMAP account into an archive, and what an archive holds."""
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from migrate import __version__
-from migrate.archive import open_archive
-from migrate.cli_common import (
+from migrate.archive.open import open_archive
+from migrate.cli.common import (
     CafileOpt,
     DryRunOpt,
     ExcludeOpt,
@@ -49,10 +40,10 @@ from migrate.cli_common import (
     retry_policy,
     run_guarded,
 )
-from migrate.endpoints import parse_endpoint
-from migrate.engine import TransferOptions, transfer
+from migrate.config.endpoints import parse_endpoint
+from migrate.engine.progress import human_bytes
+from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_OK
-from migrate.progress import human_bytes
 
 
 # -- commands ---------------------------------------------------------------------
@@ -84,9 +75,9 @@ def backup(
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
     def body() -> int:
-        from migrate import run_defaults
-        from migrate.ratelimit import limited, shared_pacer
-        from migrate.retry import RetryingSource
+        from migrate.config import run_defaults
+        from migrate.engine.ratelimit import limited, shared_pacer
+        from migrate.engine.retry import RetryingSource
         from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
@@ -159,38 +150,3 @@ def list_archive(
         return EXIT_OK
 
     run_guarded(body)
-
-
-def version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"mailmigrate {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: Annotated[bool, typer.Option("--version", callback=version_callback,
-                                          is_eager=True, help="Show the version.")] = False,
-) -> None:
-    """Back up, drain, restore and migrate email over IMAP and POP3, exactly once."""
-
-
-def register_commands() -> None:
-    """Import the command modules; each decorates its functions with ``@app.command``."""
-    import importlib
-
-    for module in COMMAND_MODULES:
-        importlib.import_module(module)
-
-
-# One entry per command module (``migrate/cmd_*.py``); add yours here.
-COMMAND_MODULES: list[str] = ["migrate.cmd_drain", "migrate.cmd_restore", "migrate.cmd_browse",
-                              "migrate.cmd_jobs"]
-
-
-def main() -> None:
-    register_commands()
-    # Everything imported so far lives for the whole run: keep the cyclic GC
-    # from re-scanning it on every collection (measurable on big transfers).
-    gc.freeze()
-    app()

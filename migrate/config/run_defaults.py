@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from migrate.endpoints import Endpoint
-from migrate.profiles import Profile, get_profile, profile_for_host
+from migrate.config.endpoints import Endpoint
+from migrate.config.profiles import Profile, get_profile, profile_for_host
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """What every command shares: the typer app, option types, error rendering.
 
-Command modules import from here (never from :mod:`migrate.cli`), so each
+Command modules import from here (never from :mod:`migrate.cli.backup`), so each
 command can live in its own small module without import cycles.
 """
 
@@ -18,8 +18,9 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from migrate.endpoints import Endpoint, PasswordSource
-from migrate.engine import TransferResult
+from migrate.config.endpoints import Endpoint, PasswordSource
+from migrate.engine.progress import LogReporter, TqdmReporter
+from migrate.engine.retry import RetryPolicy
 from migrate.errors import (
     EXIT_ARCHIVE,
     EXIT_INTERRUPTED,
@@ -28,8 +29,8 @@ from migrate.errors import (
     MailmigrateError,
     UsageError,
 )
-from migrate.progress import LogReporter, NullReporter, Reporter, TqdmReporter
-from migrate.retry import RetryPolicy
+from migrate.reporting import NullReporter, Reporter
+from migrate.results import TransferResult
 
 app = typer.Typer(
     name="mailmigrate",
@@ -117,7 +118,7 @@ def run_guarded(body: Callable[[], int]) -> None:
 
 
 def retry_policy(retries: int, delay: float) -> RetryPolicy:
-    """The reconnect budget of one run (see :mod:`migrate.retry`)."""
+    """The reconnect budget of one run (see :mod:`migrate.engine.retry`)."""
     return RetryPolicy(retries=retries, delay=delay)
 
 

@@ -3,7 +3,7 @@
 Folders are independent on the source side, so several connections can
 read several folders at once. The destination is not: a SQLite connection,
 an mbox file and the exactly-once state of an IMAP destination are each
-built for one writer, and every guarantee in :mod:`migrate.engine` rests on
+built for one writer, and every guarantee in :mod:`migrate.engine.transfer` rests on
 its writes happening in order. So workers never touch the destination or
 the reporter themselves: they hand those calls to a :class:`CallQueue` that
 the calling thread serves, one call at a time. Parallelism buys overlapped

@@ -19,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from migrate.config.jobs import atomic_write, check_name, job_state_dir
 from migrate.errors import UsageError
-from migrate.jobs import atomic_write, check_name, job_state_dir
 
 #: Environment worth carrying into the scheduled run (where the jobs live).
 CARRIED_ENV = ("MAILMIGRATE_CONFIG_DIR", "MAILMIGRATE_STATE_DIR", "MAILMIGRATE_PROFILES_DIR")

@@ -13,7 +13,7 @@ Why a call can simply be repeated:
 - source calls are reads; the wrapper materialises their iterators, so a
   half-read answer is never handed to the engine;
 - a destination batch is recorded "in doubt" before the server sees a byte
-  (:mod:`migrate.state`); after a reconnect the wrapper lets the destination
+  (:mod:`migrate.stores.imap_state`); after a reconnect the wrapper lets the destination
   settle those doubts (found on the server, or never appended) and sends
   only what is still missing, so a retried APPEND never duplicates.
 
@@ -36,7 +36,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError, ThrottledError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.progress import NullReporter, Reporter
+from migrate.reporting import NullReporter, Reporter
 from migrate.stores.base import DestinationStore, SourceStore
 
 T = TypeVar("T")

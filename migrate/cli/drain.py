@@ -2,7 +2,7 @@
 
 drain is ``backup`` with a different source: the same engine, archives,
 credentials, exit codes and ``--json``; POP3 is one more store. What it adds
-is retention (:mod:`migrate.retention`), which runs only after the engine
+is retention (:mod:`migrate.engine.retention`), which runs only after the engine
 has committed everything, and progress by bytes, because POP3 tells the
 size of every message up front (LIST) and counts alone say little when one
 message is 20 MB.
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from migrate.archive import open_archive
-from migrate.cli_common import (
+from migrate.archive.open import open_archive
+from migrate.cli.common import (
     CafileOpt,
     DryRunOpt,
     FormatOpt,
@@ -43,16 +43,17 @@ from migrate.cli_common import (
     retry_policy,
     run_guarded,
 )
-from migrate.endpoints import parse_endpoint
-from migrate.engine import TransferOptions, transfer
+from migrate.config.endpoints import parse_endpoint
+from migrate.engine.progress import LogReporter, human_bytes
+from migrate.engine.ratelimit import limited
+from migrate.engine.retry import RetryingSource, retry_call
+from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_PARTIAL, ConnectError
 from migrate.model import FolderCheckpoint
-from migrate.progress import LogReporter, NullReporter, Reporter, human_bytes
-from migrate.ratelimit import limited
-from migrate.retry import RetryingSource, retry_call
+from migrate.reporting import NullReporter, Reporter
 
 if TYPE_CHECKING:
-    from migrate.engine import FolderResult, TransferResult
+    from migrate.results import FolderResult, TransferResult
 
 DeleteOpt = Annotated[bool, typer.Option(
     "--delete", help="Delete each message from the server once it is durably archived.")]
@@ -162,7 +163,7 @@ def drain(
     """
 
     def body() -> int:
-        from migrate import retention
+        from migrate.engine import retention
         from migrate.stores.pop3 import INBOX, Pop3Source
 
         endpoint = parse_endpoint(source, insecure=insecure,

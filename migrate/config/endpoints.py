@@ -136,7 +136,7 @@ def _resolve_host(scheme: str, host: str, user: str, tls: str,
     URL never changes meaning. The port comes from the preset only when the
     preset's TLS mode is the one the scheme asks for.
     """
-    from migrate.profiles import get_profile, profile_for_domain
+    from migrate.config.profiles import get_profile, profile_for_domain
 
     profile = get_profile(provider) if provider else profile_for_domain(host)
     if profile is None:
@@ -217,7 +217,7 @@ class PasswordSource:
                 + ", ".join(f"{self.option_prefix}password-{k}" for k in ("env", "file", "command"))
             )
         if self.keyring:
-            from migrate.credentials import keyring_get
+            from migrate.config.credentials import keyring_get
 
             return keyring_get(*self.keyring)
         if self.env:

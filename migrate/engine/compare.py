@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migrate.engine import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_MESSAGES, batches
+from migrate.engine.transfer import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_MESSAGES, batches
 from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint
 from migrate.stores.base import SourceStore

@@ -9,63 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import Any, TextIO
 
-if TYPE_CHECKING:
-    from migrate.engine import FolderResult, TransferResult
-
-
-class Reporter(Protocol):
-    def start(self, folders: int) -> None: ...
-    def folder_start(self, folder: str, expected_messages: int) -> None: ...
-    def advance(self, messages: int, nbytes: int) -> None: ...
-    def folder_done(self, result: FolderResult) -> None: ...
-    def warn(self, text: str) -> None: ...
-    def finish(self, result: TransferResult) -> None: ...
-
-
-class NullReporter:
-    """Says nothing (--quiet, and library use)."""
-
-    def start(self, folders: int) -> None:
-        pass
-
-    def folder_start(self, folder: str, expected_messages: int) -> None:
-        pass
-
-    def advance(self, messages: int, nbytes: int) -> None:
-        pass
-
-    def folder_done(self, result: FolderResult) -> None:
-        pass
-
-    def warn(self, text: str) -> None:
-        pass
-
-    def finish(self, result: TransferResult) -> None:
-        pass
-
-
-class RecordingReporter(NullReporter):
-    """Keeps every event, for tests and for callers that render later."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    def start(self, folders: int) -> None:
-        self.events.append(("start", folders))
-
-    def folder_start(self, folder: str, expected_messages: int) -> None:
-        self.events.append(("folder_start", folder))
-
-    def advance(self, messages: int, nbytes: int) -> None:
-        self.events.append(("advance", (messages, nbytes)))
-
-    def folder_done(self, result: FolderResult) -> None:
-        self.events.append(("folder_done", result))
-
-    def warn(self, text: str) -> None:
-        self.events.append(("warn", text))
+from migrate.reporting import NullReporter
+from migrate.results import FolderResult, TransferResult
 
 
 def human_bytes(n: float) -> str:

@@ -1,6 +1,6 @@
 """``search``, ``show`` and ``export``: browsing an archive, for the restore use case.
 
-search and show only read (:mod:`migrate.browse`); export is a transfer from
+search and show only read (:mod:`migrate.archive.browse`); export is a transfer from
 the archive to an export destination (:mod:`migrate.stores.export_stores`) on
 the one engine, so it streams in bounded batches and a re-run resumes.
 """
@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from migrate.archive import export_format, open_archive, open_export_destination, strip_prefix
-from migrate.browse import (
+from migrate.archive.browse import (
     FilteredArchiveSource,
     SearchQuery,
     describe,
@@ -25,7 +24,8 @@ from migrate.browse import (
     require_sqlite,
     search,
 )
-from migrate.cli_common import (
+from migrate.archive.open import export_format, open_archive, open_export_destination, strip_prefix
+from migrate.cli.common import (
     DryRunOpt,
     ExcludeOpt,
     FolderOpt,
@@ -40,9 +40,9 @@ from migrate.cli_common import (
     parse_since,
     run_guarded,
 )
-from migrate.engine import TransferOptions, transfer
+from migrate.engine.progress import human_bytes
+from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_OK, UsageError
-from migrate.progress import human_bytes
 from migrate.stores.base import KeyedArchiveReader, SourceStore
 
 FromOpt = Annotated[str | None, typer.Option(

@@ -37,8 +37,8 @@ from pathlib import Path
 
 from migrate import clock
 from migrate.errors import ArchiveError
-from migrate.lock import ArchiveLock
 from migrate.model import FolderCheckpoint, FolderStatus
+from migrate.stores.lock import ArchiveLock
 
 SCHEMA_VERSION = 1
 _CHUNK = 500
