@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot import DovecotServer, DovecotUnavailable, User
-from oauth_server import IntrospectionServer
+from oauth_server import AuthorizationServer, IntrospectionServer
 from proxy import TcpProxy
 from seeding import corpus_messages, imap_login
 
@@ -99,6 +99,21 @@ def introspection() -> Iterator[IntrospectionServer]:
 @pytest.fixture(scope="module")
 def dovecot_oauth(introspection: IntrospectionServer) -> Iterator[DovecotServer]:
     server = DovecotServer(oauth2_introspection_url=introspection.url).start()
+    yield server
+    server.stop()
+
+
+# OAuth2 built in: a real authorization server (authlib's server side) whose tokens
+# Dovecot validates through that server's own introspection endpoint.
+@pytest.fixture(scope="module")
+def authserver() -> Iterator[AuthorizationServer]:
+    with AuthorizationServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dovecot_as(authserver: AuthorizationServer) -> Iterator[DovecotServer]:
+    server = DovecotServer(oauth2_introspection_url=authserver.dovecot_url).start()
     yield server
     server.stop()
 
