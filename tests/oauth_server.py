@@ -371,7 +371,7 @@ class AuthorizationServer:
             if tok.refresh_token:
                 self.by_refresh[tok.refresh_token] = tok
 
-    def _register_grants(self, server: Any) -> None:  # noqa: C901 (one class per grant)
+    def _register_grants(self, server: Any) -> None:
         from authlib.oauth2.rfc6749 import grants
         from authlib.oauth2.rfc6749.errors import InvalidScopeError
         from authlib.oauth2.rfc7009 import RevocationEndpoint
@@ -420,7 +420,7 @@ class AuthorizationServer:
                     refresh_token.refresh_revoked = True
 
         class ClientCredentials(grants.ClientCredentialsGrant):
-            TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+            TOKEN_ENDPOINT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
         class GoogleJWTBearer(JWTBearerGrant):
             def resolve_issuer_client(self, issuer: str) -> _Client | None:
@@ -493,7 +493,7 @@ class AuthorizationServer:
                         time.time() + data["expires_in"])
 
         class Introspection(IntrospectionEndpoint):
-            CLIENT_AUTH_METHODS = ["client_secret_basic"]
+            CLIENT_AUTH_METHODS = ("client_secret_basic",)
 
             def query_token(self, token_string: str, token_type_hint: str | None) -> _Token | None:
                 with owner._lock:

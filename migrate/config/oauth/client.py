@@ -58,10 +58,18 @@ def assertion_session(token_url: str, *, issuer: str, subject: str, scopes: tupl
     """An authlib ``AssertionSession`` for the JWT bearer grant (RFC 7523) as Google's
     service accounts use it: the scopes travel in the assertion's ``scope`` claim,
     ``sub`` is the mailbox the service acts for."""
+    rc = requests_client()
+    from joserfc.jwk import RSAKey  # authlib's JOSE library; a typed key, not a PEM string
+
+    try:
+        signing_key = RSAKey.import_key(key)
+    except ValueError:
+        raise UsageError(f"the private key of {issuer} is not an RSA key in PEM; download a new "
+                         "JSON key for the service account") from None
     header = {"alg": "RS256", "typ": "JWT", **({"kid": key_id} if key_id else {})}
-    return requests_client().AssertionSession(
+    return rc.AssertionSession(
         token_url, issuer=issuer, subject=subject, audience=token_url,
-        claims={"scope": " ".join(scopes)}, key=key, header=header,
+        claims={"scope": " ".join(scopes)}, key=signing_key, header=header,
         default_timeout=TIMEOUT, verify=tls_verify(cafile))
 
 
@@ -75,12 +83,14 @@ def token_request(url: str, refused: Refusal) -> Iterator[None]:
     description)``; a network, TLS or HTTP failure a ConnectError (exit 4, retried by
     the transfer's retry wrapper like a dropped IMAP connection)."""
     import requests
-    from authlib.integrations.base_client import OAuthError
+    # The base of both error types: the sessions' OAuthError and the assertion
+    # client's OAuth2Error; each carries the RFC 6749 error code and description.
+    from authlib.common.errors import AuthlibBaseError
 
     host = host_of(url)
     try:
         yield
-    except OAuthError as exc:
+    except AuthlibBaseError as exc:
         raise refused(str(exc.error), short(exc.description)) from None
     except requests.exceptions.JSONDecodeError:
         raise ConnectError(f"the authorization server {host} answered with something that is not "
