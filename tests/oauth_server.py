@@ -233,7 +233,10 @@ def _quiet_handler() -> type:
 class AuthorizationServer:
     """A real OAuth2 authorization server on 127.0.0.1 (authlib + Flask); see above."""
 
-    def __init__(self, *, access_lifetime: int = 3600, rotate_refresh_tokens: bool = False) -> None:
+    def __init__(self, *, access_lifetime: int = 3600, rotate_refresh_tokens: bool = False,
+                 tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) files to serve https:// (a corporate identity
+        provider with a private CA); plain http:// on loopback otherwise."""
         from authlib.integrations.flask_oauth2 import AuthorizationServer as FlaskServer
         from authlib.oauth2.rfc6750 import BearerTokenGenerator
         from flask import Flask
@@ -270,9 +273,10 @@ class AuthorizationServer:
             expires_generator=lambda client, grant_type: self.access_lifetime))
         self._register_grants(server)
         self._routes(app, server)
-        self.httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler())
+        self.httpd = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_quiet_handler(),
+                                 ssl_context=tls)
         self.port = self.httpd.server_port
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.token_url = f"{self.base}/token"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

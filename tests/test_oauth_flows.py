@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from cli_helpers import cli_env
-from oauth_helpers import browser
+from cli_helpers import CliResult, cli_env, run_cli
+from dovecot import free_ports, make_tls
+from oauth_helpers import CLIENT_ID, browser, cli_login, write_presets
 from oauth_server import AuthorizationServer
+from test_jobs import job_env
 
 from migrate.config.oauth.flows import SignIn, code_login, device_login
 from migrate.config.oauth.provider import OAuthProvider
@@ -272,3 +274,69 @@ def test_preset_token_url_https_or_loopback_http(url):
 def test_preset_oauth2_table_is_checked(change, message):
     with pytest.raises(UsageError, match=message):
         validate("x", preset(**change))
+
+
+# -- TLS to a corporate identity provider, and failures as one line ------------------
+def test_https_identity_provider_trusted_with_cafile_or_ssl_cert_file(tmp_path, dovecot_as):
+    ca, cert, key = make_tls(tmp_path / "tls")
+    with AuthorizationServer(tls=(str(cert), str(key))) as srv:
+        presets = write_presets(tmp_path / "profiles", srv, dovecot_as)
+        srv.add_public_client(CLIENT_ID, SCOPES)
+        home = tmp_path / "home"
+        home.mkdir()
+        env = job_env(home, MAILMIGRATE_PROFILES_DIR=str(presets))
+        for var in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            env.pop(var, None)  # only what the test gives is trusted
+        for address in ("a@idp.test", "b@idp.test"):
+            srv.add_user(address)
+
+        untrusted = cli_login(env, "a@idp.test")
+        assert untrusted.code == 4
+        assert untrusted.err.strip() == (
+            f"mailmigrate: error: TLS certificate of the authorization server 127.0.0.1:{srv.port} "
+            "is not trusted; give --cafile (or set SSL_CERT_FILE) for a private CA")
+
+        ok = cli_login(env, "a@idp.test", "--cafile", str(ca),
+                       on_code=approve_on_device_page_tls(srv, "a@idp.test", ca))
+        assert ok.code == 0, ok.err
+        token = run_cli_env(env, "auth", "token", "a@idp.test")  # the refresh uses the stored CA
+        assert token.code == 0, token.err
+
+        by_env = cli_login({**env, "SSL_CERT_FILE": str(ca)}, "b@idp.test",
+                           on_code=approve_on_device_page_tls(srv, "b@idp.test", ca))
+        assert by_env.code == 0, by_env.err
+
+
+def approve_on_device_page_tls(srv: AuthorizationServer, address: str, ca: Path):
+    def act(user_code: str) -> None:
+        requests.post(f"{srv.base}/device", data={"user_code": user_code, "username": address},
+                      timeout=10, verify=str(ca))
+    return act
+
+
+def run_cli_env(env: dict[str, str], *args: str) -> CliResult:
+    return run_cli(*args, env=env)
+
+
+def test_unreachable_authorization_server_is_exit_4_in_one_line(tmp_path, dovecot_as):
+    class Gone:  # a server that is not there: a free port nobody listens on
+        base = f"http://127.0.0.1:{free_ports(1)[0]}"
+
+    presets = write_presets(tmp_path / "profiles", Gone, dovecot_as)  # type: ignore[arg-type]
+    home = tmp_path / "home"
+    home.mkdir()
+    result = run_cli_env(job_env(home, MAILMIGRATE_PROFILES_DIR=str(presets)),
+                         "auth", "login", "x@idp.test", "--no-browser")
+    assert result.code == 4
+    assert result.err.strip() == (f"mailmigrate: error: cannot reach the authorization server "
+                                  f"{Gone.base.removeprefix('http://')} (ConnectionError); check "
+                                  "the network and the preset's URLs")
+
+
+def test_a_preset_without_client_id_says_so(tmp_path):
+    result = run_cli_env(cli_env(MAILMIGRATE_CONFIG_DIR=str(tmp_path)), "auth", "login",
+                         "me@outlook.com", "--no-browser")
+    assert result.code == 2
+    assert result.err.strip() == ("mailmigrate: error: the outlook preset names no OAuth2 client "
+                                  "ID yet; give --client-id ID of an app you registered "
+                                  "(docs/oauth2.md says how)")
