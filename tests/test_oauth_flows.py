@@ -97,13 +97,13 @@ def test_device_grant_pending_then_slow_down_then_approved(authserver, sign_in):
 
 def test_device_grant_denied(authserver, sign_in):
     script = Scripted({2: authserver.deny})
-    with pytest.raises(AuthError, match="was denied at Test IdP.*auth login dev@idp.test"):
+    with pytest.raises(AuthError, match=r"was denied at Test IdP.*auth login dev@idp\.test"):
         device_login(sign_in, script.show, sleep=script.sleep)
 
 
 def test_device_grant_expired_at_the_server(authserver, sign_in):
     script = Scripted({2: authserver.expire_device})
-    with pytest.raises(AuthError, match="code for dev@idp.test expired before it was approved"):
+    with pytest.raises(AuthError, match=r"code for dev@idp\.test expired before it was approved"):
         device_login(sign_in, script.show, sleep=script.sleep)
     assert len(script.waits) == 2
 

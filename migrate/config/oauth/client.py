@@ -83,6 +83,7 @@ def token_request(url: str, refused: Refusal) -> Iterator[None]:
     description)``; a network, TLS or HTTP failure a ConnectError (exit 4, retried by
     the transfer's retry wrapper like a dropped IMAP connection)."""
     import requests
+
     # The base of both error types: the sessions' OAuthError and the assertion
     # client's OAuth2Error; each carries the RFC 6749 error code and description.
     from authlib.common.errors import AuthlibBaseError
