@@ -340,3 +340,14 @@ def test_a_preset_without_client_id_says_so(tmp_path):
     assert result.err.strip() == ("mailmigrate: error: the outlook preset names no OAuth2 client "
                                   "ID yet; give --client-id ID of an app you registered "
                                   "(docs/oauth2.md says how)")
+
+
+def test_tenant_moves_microsoft_endpoints_off_common():
+    from migrate.config.oauth.provider import provider_for
+
+    outlook = provider_for("me@outlook.com", None).for_tenant("contoso.onmicrosoft.com")
+    base = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0"
+    assert (outlook.token_url, outlook.authorization_url, outlook.device_authorization_url) == \
+        (f"{base}/token", f"{base}/authorize", f"{base}/devicecode")
+    with pytest.raises(UsageError, match="the gmail preset has none"):
+        provider_for("me@gmail.com", None).for_tenant("x")

@@ -56,6 +56,10 @@ def login(
         "--flow", help="device (print a code) or code (browser and loopback redirect); "
         "default: the preset's.")] = None,
     scope: ScopeOpt = None,
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", metavar="TENANT",
+        help="Microsoft 365: sign in at this tenant (id or contoso.onmicrosoft.com), for an app "
+        "registered for one organization.")] = None,
     cafile: CafileOpt = None,
     no_browser: Annotated[bool, typer.Option(
         "--no-browser", help="Only print the sign-in URL; do not open a browser.")] = False,
@@ -69,7 +73,8 @@ def login(
 
         grant = sign_in(address, provider_id=provider, client_id=client_id,
                         client_secret_file=client_secret_file, scopes=tuple(scope or ()),
-                        flow=flow, cafile=str(cafile) if cafile else None, show=_say, warn=_say,
+                        flow=flow, cafile=str(cafile) if cafile else None, tenant=tenant,
+                        show=_say, warn=_say,
                         open_browser=not no_browser and _has_desktop())
         if as_json:
             typer.echo(json.dumps({"address": grant.address, "provider": grant.provider,

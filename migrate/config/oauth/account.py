@@ -24,11 +24,11 @@ from migrate.errors import AuthError, MailmigrateError, UsageError
 
 def sign_in(address: str, *, provider_id: str | None = None, client_id: str | None = None,
             client_secret_file: Path | None = None, scopes: tuple[str, ...] = (),
-            flow: str | None = None, cafile: str | None = None,
+            flow: str | None = None, cafile: str | None = None, tenant: str | None = None,
             show: Callable[[str], None], warn: Callable[[str], None],
             open_browser: bool = False) -> Grant:
     """Run the provider's sign-in for ``address`` and store the grant it gives."""
-    provider = provider_for(address, provider_id)
+    provider = provider_for(address, provider_id).for_tenant(tenant)
     client = client_id or provider.client_id
     if not client:
         raise UsageError(f"the {provider.id} preset names no OAuth2 client ID yet; give "

@@ -8,7 +8,7 @@ wins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from migrate.config.profiles import Profile, get_profile, profile_for_domain, profile_for_host
 from migrate.errors import UsageError
@@ -44,6 +44,23 @@ class OAuthProvider:
                    flow=table.get("flow", "device" if device else "code"),
                    device_authorization_url=device, revocation_url=table.get("revocation_url"),
                    client_id=table.get("client_id"), client_secret=table.get("client_secret"))
+
+
+    def for_tenant(self, tenant: str | None) -> OAuthProvider:
+        """Microsoft's endpoints for one tenant instead of ``/common/``: an app registered
+        for one organization only (the usual admin choice) must sign in there."""
+        if not tenant:
+            return self
+        if "/common/" not in self.token_url:
+            raise UsageError(f"--tenant applies to endpoints with /common/ in them (Microsoft's); "
+                             f"the {self.id} preset has none")
+
+        def at(url: str | None) -> str | None:
+            return url.replace("/common/", f"/{tenant}/") if url else url
+
+        return replace(self, token_url=str(at(self.token_url)),
+                       authorization_url=str(at(self.authorization_url)),
+                       device_authorization_url=at(self.device_authorization_url))
 
 
 def provider_for(address: str, provider_id: str | None) -> OAuthProvider:
