@@ -118,6 +118,26 @@ def dovecot_as(authserver: AuthorizationServer) -> Iterator[DovecotServer]:
     server.stop()
 
 
+@pytest.fixture
+def oauth_home(tmp_path: Path) -> Path:
+    """HOME, config and state dirs (and the file keyring) of one OAuth2 CLI test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def oauth_env(oauth_home: Path, tmp_path: Path, authserver: AuthorizationServer,
+              dovecot_as: DovecotServer) -> dict[str, str]:
+    """The CLI's environment: ``oauth_home``, and presets naming ``authserver``."""
+    from oauth_helpers import CLIENT_ID, SCOPES, write_presets
+    from test_jobs import job_env
+
+    presets = write_presets(tmp_path / "profiles", authserver, dovecot_as)
+    authserver.add_public_client(CLIENT_ID, SCOPES)
+    return job_env(oauth_home, MAILMIGRATE_PROFILES_DIR=str(presets))
+
+
 @pytest.fixture(scope="session")
 def corpus() -> list[tuple[str, bytes]]:
     return corpus_messages()

@@ -5,42 +5,23 @@ or refresh token shows up in output, files or the job's command line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from cli_helpers import PASSWORD_ENV, run_cli
 from oauth_helpers import (
-    CLIENT_ID,
-    SCOPES,
     approve_on_device_page,
     cli_login,
     imap_url,
     new_account,
     oauth_logins,
-    write_presets,
 )
-from test_jobs import history, job_env
+from test_jobs import history
 
 from migrate.config.jobs import Credential, Job
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def env(home, tmp_path, authserver, dovecot_as) -> dict[str, str]:
-    presets = write_presets(tmp_path / "profiles", authserver, dovecot_as)
-    authserver.add_public_client(CLIENT_ID, SCOPES)
-    return job_env(home, MAILMIGRATE_PROFILES_DIR=str(presets))
-
-
-def signed_in(env, authserver, dovecot, local: str, messages: int = 0):
+def signed_in(oauth_env, authserver, dovecot, local: str, messages: int = 0):
     user = new_account(authserver, dovecot, local, messages=messages)
-    result = cli_login(env, user.name, on_code=approve_on_device_page(authserver, user.name))
+    result = cli_login(oauth_env, user.name, on_code=approve_on_device_page(authserver, user.name))
     assert result.code == 0, result.err
     return user
 
@@ -51,72 +32,72 @@ def only_our_lines(stderr: str) -> None:
     assert stray == [], stderr
 
 
-def test_drain_over_pop3(env, authserver, dovecot_as, tmp_path):
-    user = signed_in(env, authserver, dovecot_as, "pop", messages=4)
+def test_drain_over_pop3(oauth_env, authserver, dovecot_as, tmp_path):
+    user = signed_in(oauth_env, authserver, dovecot_as, "pop", messages=4)
     url = f"pop3://{user.name.replace('@', '%40')}@127.0.0.1:{dovecot_as.pop3_port}?tls=none"
-    drained = run_cli("drain", url, str(tmp_path / "a.sqlite"), "--json", env=env)
+    drained = run_cli("drain", url, str(tmp_path / "a.sqlite"), "--json", env=oauth_env)
     assert drained.code == 0, drained.err
     assert drained.json()["new_messages"] == 4
     only_our_lines(drained.err)
 
 
-def test_restore_copy_and_verify(env, authserver, dovecot_as, tmp_path):
-    source = signed_in(env, authserver, dovecot_as, "src", messages=3)
-    dest = signed_in(env, authserver, dovecot_as, "dst")
+def test_restore_copy_and_verify(oauth_env, authserver, dovecot_as, tmp_path):
+    source = signed_in(oauth_env, authserver, dovecot_as, "src", messages=3)
+    dest = signed_in(oauth_env, authserver, dovecot_as, "dst")
     archive = str(tmp_path / "a.sqlite")
-    assert run_cli("backup", imap_url(dovecot_as, source.name), archive, env=env).code == 0
-    restored = run_cli("restore", archive, imap_url(dovecot_as, dest.name), "--json", env=env)
+    assert run_cli("backup", imap_url(dovecot_as, source.name), archive, env=oauth_env).code == 0
+    restored = run_cli("restore", archive, imap_url(dovecot_as, dest.name), "--json", env=oauth_env)
     assert restored.code == 0, restored.err
     assert restored.json()["new_messages"] == 3
-    verified = run_cli("verify", archive, imap_url(dovecot_as, dest.name), "--json", env=env)
+    verified = run_cli("verify", archive, imap_url(dovecot_as, dest.name), "--json", env=oauth_env)
     assert verified.code == 0, verified.err
     assert verified.json()["equal"] is True
     # copy: each side logs in with its own sign-in (a token is never reused across).
-    third = signed_in(env, authserver, dovecot_as, "third")
+    third = signed_in(oauth_env, authserver, dovecot_as, "third")
     copied = run_cli("copy", imap_url(dovecot_as, source.name), imap_url(dovecot_as, third.name),
-                     "--json", env=env)
+                     "--json", env=oauth_env)
     assert copied.code == 0, copied.err
     assert copied.json()["new_messages"] == 3
     assert oauth_logins(dovecot_as, third.name) == ["OAUTHBEARER"]
     only_our_lines(restored.err + verified.err + copied.err)
 
 
-def test_copy_dest_sign_in_beats_a_reused_source_password(env, authserver, dovecot_as, tmp_path):
+def test_copy_dest_sign_in_beats_a_reused_source_password(oauth_env, authserver, dovecot_as, tmp_path):
     """copy reuses the source's --password-* for the destination when it has none of its
     own; a destination that is signed in uses that instead (its password differs)."""
     source = new_account(authserver, dovecot_as, "pwsrc", messages=2)
-    dest = signed_in(env, authserver, dovecot_as, "okdst")
+    dest = signed_in(oauth_env, authserver, dovecot_as, "okdst")
     copied = run_cli("copy", imap_url(dovecot_as, source.name), imap_url(dovecot_as, dest.name),
                      "--password-env", PASSWORD_ENV, "--json",
-                     env={**env, PASSWORD_ENV: source.password})
+                     env={**oauth_env, PASSWORD_ENV: source.password})
     assert copied.code == 0, copied.err
     assert oauth_logins(dovecot_as, dest.name) == ["OAUTHBEARER"]
 
 
-def test_saved_job_uses_the_sign_in_and_run_reports_a_revoked_one(env, home, authserver,
+def test_saved_job_uses_the_sign_in_and_run_reports_a_revoked_one(oauth_env, oauth_home, authserver,
                                                                   dovecot_as, tmp_path):
-    user = signed_in(env, authserver, dovecot_as, "job", messages=2)
+    user = signed_in(oauth_env, authserver, dovecot_as, "job", messages=2)
     added = run_cli("jobs", "add", "mine", "--source", imap_url(dovecot_as, user.name), "--dest",
-                    str(tmp_path / "mine.sqlite"), env=env)
+                    str(tmp_path / "mine.sqlite"), env=oauth_env)
     assert added.code == 0, added.err
-    job_file = (home / "config" / "jobs" / "mine.toml").read_text()
+    job_file = (oauth_home / "config" / "jobs" / "mine.toml").read_text()
     assert f'method = "oauth2-login"\nvalue = "{user.name}"' in job_file
-    ran = run_cli("run", "mine", env=env)
+    ran = run_cli("run", "mine", env=oauth_env)
     assert ran.code == 0, ran.err
-    assert history(home, "mine")[-1]["new_messages"] == 2
+    assert history(oauth_home, "mine")[-1]["new_messages"] == 2
 
     authserver.revoke_user(user.name)
-    failed = run_cli("run", "mine", env=env)
+    failed = run_cli("run", "mine", env=oauth_env)
     assert failed.code == 3
-    errors = history(home, "mine")[-1]["errors"]
+    errors = history(oauth_home, "mine")[-1]["errors"]
     assert errors and errors[0].endswith(f"sign in again: mailmigrate auth login {user.name}")
 
 
-def test_no_token_anywhere(env, home, authserver, dovecot_as, tmp_path):
+def test_no_token_anywhere(oauth_env, oauth_home, authserver, dovecot_as, tmp_path):
     """Access and refresh tokens stay out of stdout/stderr, JSON, job files, history,
     the index, the archive and the job's command line; the refresh token is only in
     the keyring."""
-    user = signed_in(env, authserver, dovecot_as, "secret", messages=2)
+    user = signed_in(oauth_env, authserver, dovecot_as, "secret", messages=2)
     archive = tmp_path / "a.sqlite"
     outputs = []
     for args in (["backup", imap_url(dovecot_as, user.name), str(archive), "--json"],
@@ -124,16 +105,16 @@ def test_no_token_anywhere(env, home, authserver, dovecot_as, tmp_path):
                  ["jobs", "add", "s", "--source", imap_url(dovecot_as, user.name), "--dest",
                   str(tmp_path / "s.sqlite")],
                  ["run", "s", "--json"], ["jobs", "show", "s", "--json"]):
-        result = run_cli(*args, env=env)
+        result = run_cli(*args, env=oauth_env)
         assert result.code == 0, result.err
         outputs.append(result.out + result.err)
     tokens = [t.access_token for t in authserver.tokens.values() if t.user == user.name]
     refresh = [t.refresh_token for t in authserver.tokens.values()
                if t.user == user.name and t.refresh_token]
     assert tokens and refresh
-    files = {p: p.read_bytes() for p in [*home.rglob("*"), *tmp_path.glob("*.sqlite")]
+    files = {p: p.read_bytes() for p in [*oauth_home.rglob("*"), *tmp_path.glob("*.sqlite")]
              if p.is_file()}
-    keyring = home / "keyring.json"
+    keyring = oauth_home / "keyring.json"
     for secret in tokens + refresh:
         assert not any(secret in text for text in outputs)
         assert [p for p, data in files.items() if secret.encode() in data and p != keyring] == []

@@ -9,11 +9,10 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 from cli_helpers import run_cli
-from oauth_helpers import imap_url, oauth_logins, write_presets
+from oauth_helpers import imap_url, oauth_logins
 from seeding import bulk_append, imap_login, seed_messages
-from test_jobs import history, job_env
+from test_jobs import history
 
 from migrate.config.endpoints import parse_endpoint
 from migrate.config.oauth.service import google_service, microsoft_service, save_service
@@ -22,19 +21,6 @@ from migrate.stores.imap import connect_imap
 
 GMAIL_SCOPE = "https://mail.google.com/"
 M365_SCOPE = "https://outlook.office365.com/.default"
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def env(home, tmp_path, authserver, dovecot_as) -> dict[str, str]:
-    presets = write_presets(tmp_path / "profiles", authserver, dovecot_as)
-    return job_env(home, MAILMIGRATE_PROFILES_DIR=str(presets))
 
 
 def mailboxes(authserver, dovecot, domain: str, n: int, messages: int = 3) -> list[str]:
@@ -87,50 +73,50 @@ def test_a_service_key_gives_five_mailboxes_their_tokens_in_one_process(
     assert [oauth_logins(dovecot_as, box) for box in boxes] == [["OAUTHBEARER"] * 2] * 5
 
 
-def test_a_domain_key_backs_up_five_mailboxes_as_saved_jobs(env, home, tmp_path, authserver,
+def test_a_domain_key_backs_up_five_mailboxes_as_saved_jobs(oauth_env, oauth_home, tmp_path, authserver,
                                                            dovecot_as):
     boxes = mailboxes(authserver, dovecot_as, "corp.test", 5)
     key = google_key(authserver, tmp_path, "corp.test")
     added = run_cli("auth", "service", "add", "corp", "--google-key", str(key), "--test", boxes[0],
-                    env=env)
+                    env=oauth_env)
     assert added.code == 0, added.err
     assert f"Token OK for {boxes[0]}" in added.out
-    service_file = (home / "config" / "oauth2" / "services" / "corp.toml").read_text()
+    service_file = (oauth_home / "config" / "oauth2" / "services" / "corp.toml").read_text()
     assert "PRIVATE KEY" not in service_file and str(key) in service_file
     for i, box in enumerate(boxes):
         job = run_cli("jobs", "add", f"box{i}", "--source", imap_url(dovecot_as, box),
                       "--dest", str(tmp_path / f"box{i}.sqlite"), "--oauth2-service", "corp",
-                      env=env)
+                      env=oauth_env)
         assert job.code == 0, job.err
         assert "Login OK" in job.out
-        job_file = (home / "config" / "jobs" / f"box{i}.toml").read_text()
+        job_file = (oauth_home / "config" / "jobs" / f"box{i}.toml").read_text()
         assert 'method = "oauth2-service"\nvalue = "corp"' in job_file
     start = len(authserver.assertions)
     for i in range(5):
-        ran = run_cli("run", f"box{i}", env=env)
+        ran = run_cli("run", f"box{i}", env=oauth_env)
         assert ran.code == 0, ran.err
-        assert history(home, f"box{i}")[-1]["new_messages"] == 3
+        assert history(oauth_home, f"box{i}")[-1]["new_messages"] == 3
     assert sorted(sub for sub, _ in authserver.assertions[start:]) == sorted(boxes)
-    leaked = [t for t in secrets_of(authserver, boxes) if t in files_text(home)]
+    leaked = [t for t in secrets_of(authserver, boxes) if t in files_text(oauth_home)]
     assert leaked == []
 
 
-def test_a_key_file_others_can_read_is_refused(env, tmp_path, authserver):
+def test_a_key_file_others_can_read_is_refused(oauth_env, tmp_path, authserver):
     key = google_key(authserver, tmp_path, "loose.test")
     key.chmod(0o644)
-    added = run_cli("auth", "service", "add", "loose", "--google-key", str(key), env=env)
+    added = run_cli("auth", "service", "add", "loose", "--google-key", str(key), env=oauth_env)
     assert added.code == 2
     assert added.err.strip() == (f"mailmigrate: error: the service account key file {key} is "
                                  f"readable by other users (mode 644); run `chmod 600 {key}` "
                                  "and try again")
 
 
-def test_a_mailbox_outside_the_delegation_is_an_auth_error(env, tmp_path, authserver, dovecot_as):
+def test_a_mailbox_outside_the_delegation_is_an_auth_error(oauth_env, tmp_path, authserver, dovecot_as):
     key = google_key(authserver, tmp_path, "deleg.test")
-    assert run_cli("auth", "service", "add", "deleg", "--google-key", str(key), env=env).code == 0
+    assert run_cli("auth", "service", "add", "deleg", "--google-key", str(key), env=oauth_env).code == 0
     outsider = mailboxes(authserver, dovecot_as, "other.test", 1)[0]
     backup = run_cli("backup", imap_url(dovecot_as, outsider), str(tmp_path / "a.sqlite"),
-                     "--quiet", env={**env, "MAILMIGRATE_OAUTH2_SERVICE": "deleg"})
+                     "--quiet", env={**oauth_env, "MAILMIGRATE_OAUTH2_SERVICE": "deleg"})
     assert backup.code == 3
     lines = backup.err.strip().splitlines()
     assert len(lines) == 1, backup.err
@@ -139,49 +125,49 @@ def test_a_mailbox_outside_the_delegation_is_an_auth_error(env, tmp_path, authse
     assert "domain-wide delegation" in line
 
 
-def test_microsoft_app_client_credentials(env, home, tmp_path, authserver, dovecot_as):
+def test_microsoft_app_client_credentials(oauth_env, oauth_home, tmp_path, authserver, dovecot_as):
     [box] = mailboxes(authserver, dovecot_as, "contoso.test", 1)
     authserver.add_app("m365-app", "app-s3cret-value", box, (M365_SCOPE,))
     secret = private_file(tmp_path / "secret", "app-s3cret-value\n")
     added = run_cli("auth", "service", "add", "m365", "--client-id", "m365-app", "--token-url",
                     authserver.token_url, "--client-secret-file", str(secret), "--test", box,
-                    env=env)
+                    env=oauth_env)
     assert added.code == 0, added.err
     start = len(authserver.token_requests)
     backup = run_cli("backup", imap_url(dovecot_as, box), str(tmp_path / "a.sqlite"), "--json",
-                     env={**env, "MAILMIGRATE_OAUTH2_SERVICE": "m365"})
+                     env={**oauth_env, "MAILMIGRATE_OAUTH2_SERVICE": "m365"})
     assert backup.code == 0, backup.err
     assert backup.json()["new_messages"] == 3
     assert authserver.token_requests[start:] == ["client_credentials"]
-    assert "app-s3cret-value" not in files_text(home) + backup.out + backup.err
+    assert "app-s3cret-value" not in files_text(oauth_home) + backup.out + backup.err
     # A wrong (or expired) secret: exit 3, one line.
     secret.write_text("wrong")
     refused = run_cli("backup", imap_url(dovecot_as, box), str(tmp_path / "b.sqlite"), "--quiet",
-                      env={**env, "MAILMIGRATE_OAUTH2_SERVICE": "m365"})
+                      env={**oauth_env, "MAILMIGRATE_OAUTH2_SERVICE": "m365"})
     assert refused.code == 3
     [line] = refused.err.strip().splitlines()
     assert "refused the app of OAuth2 service 'm365' (invalid_client" in line
 
 
-def test_microsoft_secret_from_stdin_lives_in_the_keyring(env, home, tmp_path, authserver,
+def test_microsoft_secret_from_stdin_lives_in_the_keyring(oauth_env, oauth_home, tmp_path, authserver,
                                                           dovecot_as):
     [box] = mailboxes(authserver, dovecot_as, "fabrikam.test", 1)
     authserver.add_app("kr-app", "kr-s3cret", box, (M365_SCOPE,))
     added = run_cli("auth", "service", "add", "kr", "--client-id", "kr-app", "--token-url",
-                    authserver.token_url, "--client-secret-stdin", "--test", box, env=env,
+                    authserver.token_url, "--client-secret-stdin", "--test", box, env=oauth_env,
                     stdin="kr-s3cret\n")
     assert added.code == 0, added.err
-    keyring = json.loads((home / "keyring.json").read_text())
+    keyring = json.loads((oauth_home / "keyring.json").read_text())
     assert keyring["mailmigrate-oauth2-service"]["kr"] == "kr-s3cret"
-    assert "kr-s3cret" not in (home / "config" / "oauth2" / "services" / "kr.toml").read_text()
+    assert "kr-s3cret" not in (oauth_home / "config" / "oauth2" / "services" / "kr.toml").read_text()
     job = run_cli("jobs", "add", "kr", "--source", imap_url(dovecot_as, box), "--dest",
-                  str(tmp_path / "kr.sqlite"), "--oauth2-service", "kr", env=env)
+                  str(tmp_path / "kr.sqlite"), "--oauth2-service", "kr", env=oauth_env)
     assert job.code == 0, job.err
-    assert run_cli("run", "kr", env=env).code == 0
-    assert history(home, "kr")[-1]["new_messages"] == 3
-    removed = run_cli("auth", "service", "remove", "kr", env=env)
+    assert run_cli("run", "kr", env=oauth_env).code == 0
+    assert history(oauth_home, "kr")[-1]["new_messages"] == 3
+    removed = run_cli("auth", "service", "remove", "kr", env=oauth_env)
     assert removed.code == 0
-    assert "kr" not in json.loads((home / "keyring.json").read_text())["mailmigrate-oauth2-service"]
+    assert "kr" not in json.loads((oauth_home / "keyring.json").read_text())["mailmigrate-oauth2-service"]
 
 
 def test_tenant_names_the_token_endpoint():
