@@ -52,7 +52,7 @@ MICROSOFT_TOKEN_URL = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/to
 MICROSOFT_SCOPES = ("https://outlook.office365.com/.default",)
 SECRET_KEYRING_SERVICE = "mailmigrate-oauth2-service"
 #: Refresh a cached token this long before it expires (as PasswordSource does).
-MARGIN = 60.0
+MARGIN = 60.0  # (the same as tokens.MARGIN; not imported from there: tokens imports this lazily)
 
 
 def services_dir() -> Path:

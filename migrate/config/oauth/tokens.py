@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.config.jobs import Credential
-from migrate.config.oauth.client import access_token_of, host_of, oauth2_session, token_request
 from migrate.config.oauth.provider import providers_serving
-from migrate.config.oauth.service import MARGIN, service_tokens
 from migrate.config.oauth.store import (
     Grant,
     GrantSecret,
@@ -41,6 +39,10 @@ from migrate.errors import AuthError, MailmigrateError, UsageError
 
 #: Job / ledger credential methods this module resolves (value: an address, a service name).
 CREDENTIAL_METHODS = ("oauth2-login", "oauth2-service")
+#: Refresh a cached token this long before it expires (as PasswordSource does).
+MARGIN = 60.0
+# Every command without a password option comes through here, so the token
+# fetching (client, service) is imported only when a token is really needed.
 
 
 def env_names(prefix: str) -> tuple[str, str]:
@@ -92,6 +94,8 @@ class GrantTokens:
             return token, lifetime
 
     def _refresh(self) -> tuple[str, float | None]:
+        from migrate.config.oauth.client import access_token_of, host_of, oauth2_session, token_request
+
         grant = self.grant
         secret = read_secret(grant)
         session = oauth2_session(grant.client_id, secret.client_secret, cafile=grant.cafile,
@@ -141,6 +145,8 @@ def login_source(endpoint: Endpoint, prefix: str = "--") -> PasswordSource | Non
     label = f"password for {endpoint.user}@{endpoint.host}"
     service = os.environ.get(service_var)
     if service:
+        from migrate.config.oauth.service import service_tokens
+
         return PasswordSource(oauth2_tokens=service_tokens(service).getter(endpoint.user),
                               prompt_label=label, option_prefix=prefix)
     account = os.environ.get(account_var)
@@ -161,6 +167,8 @@ def oauth_password_source(method: str, value: str, label: str, *,
     PasswordSource; None for any other method. A service acts for ``mailbox`` (the
     account's user name)."""
     if method == "oauth2-service":
+        from migrate.config.oauth.service import service_tokens
+
         if not mailbox:
             raise UsageError(f"oauth2-service:{value} needs the mailbox it acts for")
         return PasswordSource(oauth2_tokens=service_tokens(value).getter(mailbox), prompt_label=label)
