@@ -366,7 +366,8 @@ def jobs_add(
             cred = _with_oauth2(cred, account_ep, oauth2_service, "--")
             if cred is None:
                 raise UsageError("say how to get the password: --password-env, --password-file, "
-                                 "--password-command, --keyring or --oauth2-token-command")
+                                 "--password-command, --keyring, --oauth2-token-command or "
+                                 "--oauth2-service (or sign in first: mailmigrate auth login)")
             dest_cred = None
             if command == "copy":
                 dest_ep = parse_endpoint(dest, insecure=insecure)
