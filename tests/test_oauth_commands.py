@@ -123,3 +123,36 @@ def test_no_token_anywhere(oauth_env, oauth_home, authserver, dovecot_as, tmp_pa
     argv = Job("s", "backup", imap_url(dovecot_as, user.name), "x",
                Credential("oauth2-login", user.name)).argv()
     assert not any(secret in " ".join(argv) for secret in tokens + refresh)
+
+
+def test_the_wizard_takes_the_sign_in(oauth_env, oauth_home, authserver, dovecot_as, tmp_path):
+    """`jobs add NAME` on a terminal: for a signed-in address it asks for no password."""
+    import os
+    import pty
+    import sys
+
+    from test_jobs import _drain, _expect
+
+    user = signed_in(oauth_env, authserver, dovecot_as, "wiz", messages=2)
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(sys.executable, [sys.executable, "-m", "migrate", "jobs", "add", "wiz"],
+                   oauth_env)
+    screen = bytearray()
+    try:
+        _expect(fd, screen, b"backup (IMAP) or drain (POP3)")
+        os.write(fd, b"\n")
+        _expect(fd, screen, b"e-mail address")
+        os.write(fd, imap_url(dovecot_as, user.name).encode() + b"\n")
+        _expect(fd, screen, b"Archive")
+        os.write(fd, str(tmp_path / "wiz.sqlite").encode() + b"\n")
+        _expect(fd, screen, b"Saved job 'wiz'")
+        _drain(fd, screen)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
+    assert f"Signed in with OAuth2 as {user.name}".encode() in screen
+    assert b"password come from" not in screen
+    assert run_cli("run", "wiz", env=oauth_env).code == 0
+    assert history(oauth_home, "wiz")[-1]["new_messages"] == 2
