@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli
 from oauth_helpers import imap_url, oauth_logins
 from seeding import bulk_append, imap_login, seed_messages
@@ -175,3 +176,24 @@ def test_tenant_names_the_token_endpoint():
                             secret_file=None, secret_in_keyring=True)
     assert svc.token_url == "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
     assert svc.scopes == [M365_SCOPE]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('kind = "google"\ntoken_url = "https://x/token"\nscopes = "mail"\nkey_file = "/k"\n',
+     "scopes has the wrong type"),
+    ('kind = "google"\ntoken_url = "https://x/token"\nscopes = ["mail"]\n', "needs its key file"),
+    ('kind = "yahoo"\ntoken_url = "https://x/token"\nscopes = ["mail"]\n', "kind must be one of"),
+    ('kind = "microsoft"\ntoken_url = "https://x/token"\nscopes = ["m"]\nclient_id = "a"\n',
+     "give the client secret one way"),
+    ('kind = "google"\nscopes = ["mail"]\nkey_file = "/k"\n', "missing 1 required"),
+    ('kind = "google"\ntoken = "x"\n', "unknown key 'token'"),
+])
+def test_a_hand_edited_service_file_is_checked(tmp_path, monkeypatch, text, message):
+    from migrate.config.oauth.service import load_service, services_dir
+    from migrate.errors import UsageError
+
+    monkeypatch.setenv("MAILMIGRATE_CONFIG_DIR", str(tmp_path))
+    services_dir().mkdir(parents=True)
+    (services_dir() / "hand.toml").write_text(text)
+    with pytest.raises(UsageError, match=message):
+        load_service("hand")

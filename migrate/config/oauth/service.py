@@ -108,9 +108,15 @@ class Service:
         if unknown:
             raise UsageError(f"OAuth2 service {name!r}: unknown key {sorted(unknown)[0]!r}; "
                              f"allowed: {', '.join(sorted(known))}")
+        for key, value in data.items():
+            ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)
+                  if key == "scopes" else isinstance(value, bool) if key == "secret_in_keyring"
+                  else isinstance(value, str))
+            if not ok:
+                raise UsageError(f"OAuth2 service {name!r}: {key} has the wrong type ({value!r})")
         try:
             svc = cls(name=name, **data)
-        except TypeError as exc:
+        except TypeError as exc:  # a required key missing
             raise UsageError(f"OAuth2 service {name!r}: {exc}") from None
         svc.validate()
         return svc
