@@ -197,3 +197,22 @@ def test_a_hand_edited_service_file_is_checked(tmp_path, monkeypatch, text, mess
     (services_dir() / "hand.toml").write_text(text)
     with pytest.raises(UsageError, match=message):
         load_service("hand")
+
+
+def test_service_tokens_per_mailbox_refreshed_before_expiry(tmp_path, authserver):
+    from migrate.config.oauth.service import ServiceTokens
+
+    authserver.add_user("a@clock.test")
+    authserver.add_user("b@clock.test")
+    svc = google_service("clock", google_key(authserver, tmp_path, "clock.test"))
+    now = [0.0]
+    tokens = ServiceTokens(svc, clock=lambda: now[0])
+    a1, lifetime = tokens.token("a@clock.test")
+    b1, _ = tokens.token("b@clock.test")
+    assert a1 != b1 and lifetime == 3600 and tokens.fetched == 2
+    now[0] = 3500.0  # 100 s left: still cached, per mailbox
+    assert tokens.token("a@clock.test") == (a1, 100.0)
+    now[0] = 3560.0  # inside the 60 s margin: a new assertion before the old token runs out
+    a2, _ = tokens.token("a@clock.test")
+    assert a2 != a1 and tokens.fetched == 3
+    assert tokens.token("a@clock.test", force=True)[0] not in (a1, a2)  # refused: fetched again
