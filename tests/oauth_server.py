@@ -1,4 +1,8 @@
-"""A tiny OAuth2 token-introspection endpoint (RFC 7662) on loopback, for Dovecot's oauth2 passdb.
+"""OAuth2 servers on loopback for the tests: a tiny introspection endpoint, and a real
+authorization server (``AuthorizationServer``, below, built on authlib's server side).
+
+``IntrospectionServer``: a tiny OAuth2 token-introspection endpoint (RFC 7662) for
+Dovecot's oauth2 passdb, whose tokens the tests hand out themselves.
 
 Dovecot POSTs ``token=…`` (``introspection_mode = post``); we answer
 ``{"active": true, "username": …}`` for a known, unexpired token and
@@ -8,10 +12,15 @@ Dovecot POSTs ``token=…`` (``introspection_mode = post``); we answer
 
 from __future__ import annotations
 
+import hmac
 import json
+import secrets as _secrets
 import threading
+import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 class IntrospectionServer:
@@ -84,13 +93,12 @@ class IntrospectionServer:
 #   binds a token to one user name, so an app here has one mailbox permission and
 #   its tokens introspect as that mailbox.
 # * revocation (RFC 7009) for ``auth logout``.
-
-import hmac  # noqa: E402
-import secrets as _secrets  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+#
+# Where it models a provider rather than an RFC, it follows the provider's page:
+# source: https://developers.google.com/identity/protocols/oauth2/service-account
+#         (the JWT claim set: iss, scope, aud = token URI, exp, iat, sub = the mailbox)
+# source: https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
+#         (client credentials for IMAP/POP; Add-MailboxPermission grants the mailboxes)
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
