@@ -26,7 +26,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dovecot import DovecotServer, DovecotUnavailable, User
-from oauth_server import IntrospectionServer
+from oauth_server import AuthorizationServer, IntrospectionServer
 from proxy import TcpProxy
 from seeding import corpus_messages, imap_login
 
@@ -101,6 +101,41 @@ def dovecot_oauth(introspection: IntrospectionServer) -> Iterator[DovecotServer]
     server = DovecotServer(oauth2_introspection_url=introspection.url).start()
     yield server
     server.stop()
+
+
+# OAuth2 built in: a real authorization server (authlib's server side) whose tokens
+# Dovecot validates through that server's own introspection endpoint.
+@pytest.fixture(scope="module")
+def authserver() -> Iterator[AuthorizationServer]:
+    with AuthorizationServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def dovecot_as(authserver: AuthorizationServer) -> Iterator[DovecotServer]:
+    server = DovecotServer(oauth2_introspection_url=authserver.dovecot_url).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oauth_home(tmp_path: Path) -> Path:
+    """HOME, config and state dirs (and the file keyring) of one OAuth2 CLI test."""
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def oauth_env(oauth_home: Path, tmp_path: Path, authserver: AuthorizationServer,
+              dovecot_as: DovecotServer) -> dict[str, str]:
+    """The CLI's environment: ``oauth_home``, and presets naming ``authserver``."""
+    from oauth_helpers import CLIENT_ID, SCOPES, write_presets
+    from test_jobs import job_env
+
+    presets = write_presets(tmp_path / "profiles", authserver, dovecot_as)
+    authserver.add_public_client(CLIENT_ID, SCOPES)
+    return job_env(oauth_home, MAILMIGRATE_PROFILES_DIR=str(presets))
 
 
 @pytest.fixture(scope="session")

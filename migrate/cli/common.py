@@ -178,13 +178,26 @@ class LoginOptions:
     def require_token_for(self, endpoint: Endpoint) -> None:
         """A URL asking for an OAuth2 mechanism needs a token command: say so now."""
         if endpoint.auth != "password" and not self.oauth2:
-            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: give "
+            raise UsageError(f"{endpoint.display()} asks for auth={endpoint.auth}: sign in once "
+                             f"with `mailmigrate auth login {endpoint.user}`, or give "
                              f"{self.prefix}oauth2-token-command CMD (a command printing a token)")
+
+    def signed_in(self, endpoint: Endpoint) -> PasswordSource | None:
+        """Without any credential option: a stored OAuth2 sign-in or an admin service
+        for ``endpoint`` (the rules in migrate.config.oauth.tokens), else None."""
+        if self.given:
+            return None
+        from migrate.config.oauth.tokens import login_source
+
+        return login_source(endpoint, self.prefix)
 
     def source(self, endpoint: Endpoint) -> PasswordSource:
         """The PasswordSource for ``endpoint``, refusing before any connection what
         could only fail at login (and then name the wrong side's option)."""
         self.check()
+        stored = self.signed_in(endpoint)
+        if stored is not None:
+            return stored
         self.require_token_for(endpoint)
         return password_source(endpoint, self.env, self.file, self.command, self.oauth2,
                                self.prefix)

@@ -98,7 +98,11 @@ def providers(as_json: JsonOpt = False) -> None:
 
 
 # -- credentials --------------------------------------------------------------------------
-def password_for(cred: Credential, label: str) -> PasswordSource:
+def password_for(cred: Credential, label: str, mailbox: str | None = None) -> PasswordSource:
+    from migrate.config.oauth.tokens import oauth_password_source  # oauth2-login / -service
+
+    if (oauth := oauth_password_source(cred.method, cred.value, label, mailbox=mailbox)) is not None:
+        return oauth
     if cred.method == "env":
         return PasswordSource(env=cred.value, prompt_label=label)
     if cred.method == "file":
@@ -177,10 +181,11 @@ def choose_credential(*, env: str | None, file: Path | None, command: str | None
     return Credential("plaintext", secret)
 
 
-def test_password(cred: Credential, secrets: dict[str, str], label: str) -> PasswordSource:
+def test_password(cred: Credential, secrets: dict[str, str], label: str,
+                  mailbox: str | None = None) -> PasswordSource:
     if cred.method == "keyring" and cred.value in secrets:
         return PasswordSource.literal(secrets[cred.value])
-    return password_for(cred, label)
+    return password_for(cred, label, mailbox)
 
 
 # -- jobs add -----------------------------------------------------------------------------
@@ -202,6 +207,17 @@ def parse_options(pairs: list[str]) -> dict[str, OptionValue]:
         else:
             out[key] = parsed
     return out
+
+
+def _with_oauth2(cred: Credential | None, endpoint: Endpoint, service: str | None,
+                 prefix: str) -> Credential | None:
+    """An admin service named by ``{prefix}oauth2-service``, or (with no option at all)
+    the stored `auth login` for the server's user; never two answers at once."""
+    from migrate.config.oauth.tokens import job_credential
+
+    if service and cred is not None:
+        raise UsageError(f"give {prefix}oauth2-service or a password option, not both")
+    return cred if cred is not None else job_credential(endpoint, service)
 
 
 def address_url(answer: str, command: str) -> tuple[str, str | None]:
@@ -240,6 +256,13 @@ def wizard(name: str) -> tuple[Job, dict[str, str]]:
     typer.echo(f"Server: {endpoint.host}:{endpoint.port}{preset}, user {endpoint.user}")
     default_dest = str(Path(platformdirs.user_data_dir("mailmigrate")) / f"{name}.sqlite")
     dest = typer.prompt("Archive (a .sqlite file, or a directory for mbox files)", default=default_dest)
+    from migrate.config.oauth.tokens import job_credential
+
+    signed_in = job_credential(endpoint, None)
+    if signed_in is not None:
+        typer.echo(f"Signed in with OAuth2 as {signed_in.value} (`mailmigrate auth login`): "
+                   "the job uses that")
+        return Job(name, command, url, dest, signed_in, provider=provider), {}
     methods = ["keyring", "env", "file", "command", "oauth2"]
     try:
         import keyring  # noqa: F401
@@ -298,6 +321,11 @@ def jobs_add(
     dest_oauth2_token_command: Annotated[str | None, typer.Option(
         metavar="CMD", help="copy: OAuth2 for the destination, a command printing its access "
         "token (never taken from --oauth2-token-command).")] = None,
+    oauth2_service: Annotated[str | None, typer.Option(
+        metavar="NAME", help="OAuth2 as an admin: tokens from `auth service add NAME` for the "
+        "server's mailbox. Without any password option a stored `auth login` is used.")] = None,
+    dest_oauth2_service: Annotated[str | None, typer.Option(
+        metavar="NAME", help="copy: the admin service giving the destination's tokens.")] = None,
     insecure: InsecureOpt = False,
     cafile: CafileOpt = None,
     no_test: Annotated[bool, typer.Option("--no-test", help="Save without testing the login.")
@@ -335,9 +363,11 @@ def jobs_add(
                 use_keyring=use_keyring, oauth2=oauth2_token_command,
                 plaintext=store_plaintext_password,
                 account=f"{account_ep.user}@{account_ep.host}", label="password", secrets=secrets)
+            cred = _with_oauth2(cred, account_ep, oauth2_service, "--")
             if cred is None:
                 raise UsageError("say how to get the password: --password-env, --password-file, "
-                                 "--password-command, --keyring or --oauth2-token-command")
+                                 "--password-command, --keyring, --oauth2-token-command or "
+                                 "--oauth2-service (or sign in first: mailmigrate auth login)")
             dest_cred = None
             if command == "copy":
                 dest_ep = parse_endpoint(dest, insecure=insecure)
@@ -346,6 +376,7 @@ def jobs_add(
                     use_keyring=False, oauth2=dest_oauth2_token_command, plaintext=False,
                     account=f"{dest_ep.user}@{dest_ep.host}", label="destination password",
                     secrets=secrets)
+                dest_cred = _with_oauth2(dest_cred, dest_ep, dest_oauth2_service, "--dest-")
                 if dest_cred is None:
                     raise UsageError("say how to get the destination's password: "
                                      "--dest-password-env, --dest-password-file, "
@@ -362,10 +393,11 @@ def jobs_add(
         if job.provider and not job.folders and not job.exclude and job.command == "backup":
             job.exclude = list(get_profile(job.provider).exclude)  # a preset default; flags win
         if not no_test:
-            test_login(server, test_password(job.credentials, secrets, "password"))
+            test_login(server, test_password(job.credentials, secrets, "password", server.user))
             if job.command == "copy" and job.dest_credentials is not None:
-                test_login(endpoint_of(job, job.destination),
-                           test_password(job.dest_credentials, secrets, "destination password"))
+                dest_server = endpoint_of(job, job.destination)
+                test_login(dest_server, test_password(job.dest_credentials, secrets,
+                                                      "destination password", dest_server.user))
             typer.echo(f"Login OK: {server.user} at {server.host}:{server.port}")
         if job.path.exists() and not force:
             raise UsageError(f"job {name!r} exists already ({job.path}); remove it or pass --force")
@@ -487,10 +519,14 @@ def _stamp() -> str:
 
 def child_env(job: Job) -> dict[str, str]:
     """Our environment plus resolved keyring/plaintext secrets (never in argv)."""
+    from migrate.config.oauth.tokens import apply_job_env
+
     env = dict(os.environ)
     for cred, var in ((job.credentials, SECRET_ENV), (job.dest_credentials, DEST_SECRET_ENV)):
         if cred is not None and cred.method in ("keyring", "plaintext"):
             env[var] = password_for(cred, "password").get()
+    apply_job_env(env, job.credentials, "--")
+    apply_job_env(env, job.dest_credentials, "--dest-")
     return env
 
 

@@ -152,6 +152,9 @@ def _dest_password(endpoint: Endpoint, dest: LoginOptions, fallback: LoginOption
     only fail at login. Without a terminal to prompt on, say so up front.
     """
     fallback.check()
+    stored = dest.signed_in(endpoint)  # the destination's own sign-in beats a reused password
+    if stored is not None:
+        return stored
     if not dest.given:
         if fallback.oauth2 and endpoint.auth == "password" and not sys.stdin.isatty():
             raise UsageError(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -26,6 +27,11 @@ DEFAULT_PORTS = {"imap": 143, "imaps": 993, "pop3": 110, "pop3s": 995}
 TLS_MODES = ("implicit", "starttls", "none")
 #: ``?auth=``: "password" (LOGIN / USER+PASS / PLAIN) or an OAuth2 SASL mechanism.
 AUTH_MODES = ("password", "xoauth2", "oauthbearer")
+#: Gives an OAuth2 access token and its lifetime in seconds (None: unknown); the
+#: argument is True when the server refused the last one, so a cached token must
+#: not come back. ``migrate.config.oauth`` builds these for signed-in accounts
+#: and service accounts.
+TokenGetter = Callable[[bool], tuple[str, float | None]]
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,8 @@ class PasswordSource:
     #: A command printing an OAuth2 access token (or JSON with access_token and
     #: expires_in); run again whenever the token is about to expire or was refused.
     oauth2_command: str | None = None
+    #: Or a function giving tokens (a stored sign-in, a service account).
+    oauth2_tokens: TokenGetter | None = field(default=None, repr=False)
     #: How the user spelled these options: "--" or "--dest-" (named in errors).
     option_prefix: str = "--"
     _cached: str | None = field(default=None, repr=False)
@@ -189,7 +197,7 @@ class PasswordSource:
 
     @property
     def is_oauth2(self) -> bool:
-        return self.oauth2_command is not None
+        return self.oauth2_command is not None or self.oauth2_tokens is not None
 
     def oauth2_token(self, *, refused: str | None = None) -> str:
         """The current access token. The command runs again when the server
@@ -197,15 +205,16 @@ class PasswordSource:
         expires within a minute, so a long run that reconnects after an hour logs
         in with a fresh one. Several connections that saw the same token refused
         (``--max-connections``) run the command once between them."""
-        if self.oauth2_command is None:
+        command, tokens = self.oauth2_command, self.oauth2_tokens
+        if command is None and tokens is None:
             raise UsageError(f"no {self.option_prefix}oauth2-token-command given for an OAuth2 login")
         with self._lock:
             expiring = (self._token_expires is not None
                         and time.monotonic() > self._token_expires - 60)
             stale = refused is not None and refused == self._token
             if self._token is None or stale or expiring:
-                self._token, lifetime = _run_token_command(
-                    self.oauth2_command, f"{self.option_prefix}oauth2-token-command")
+                self._token, lifetime = tokens(stale) if tokens is not None else _run_token_command(
+                    command or "", f"{self.option_prefix}oauth2-token-command")
                 self._token_expires = time.monotonic() + lifetime if lifetime is not None else None
             return self._token
 
@@ -283,4 +292,5 @@ def _run_token_command(command: str, option: str) -> tuple[str, float | None]:
     return text, None
 
 
-__all__ = ["AUTH_MODES", "TLS_MODES", "Endpoint", "PasswordSource", "is_loopback", "parse_endpoint"]
+__all__ = ["AUTH_MODES", "TLS_MODES", "Endpoint", "PasswordSource", "TokenGetter", "is_loopback",
+           "parse_endpoint"]

@@ -29,7 +29,11 @@ from migrate.errors import UsageError
 
 COMMANDS = ("backup", "drain", "restore", "copy")
 #: How a job gets a secret. "plaintext" exists only behind --store-plaintext-password.
-CREDENTIAL_METHODS = ("env", "file", "command", "keyring", "oauth2", "plaintext")
+CREDENTIAL_METHODS = ("env", "file", "command", "keyring", "oauth2", "plaintext",
+                      "oauth2-login", "oauth2-service")
+#: A stored sign-in (value: the address) or an admin service (value: its name), see
+#: migrate.config.oauth.tokens; `run` names them to the child in its environment.
+OAUTH2_SIGN_IN_METHODS = ("oauth2-login", "oauth2-service")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Environment variables that carry a resolved secret to the child process
 #: (never argv: ``ps`` shows argv to every user, the environment only to us).
@@ -211,6 +215,8 @@ def _credential_args(cred: Credential, prefix: str, oauth_flag: str, secret_env:
         return [f"{prefix}-{cred.method}", cred.value]
     if cred.method == "oauth2":
         return [oauth_flag, cred.value]
+    if cred.method in OAUTH2_SIGN_IN_METHODS:
+        return []  # the child finds it from its environment (migrate.config.oauth.tokens)
     return [f"{prefix}-env", secret_env]  # keyring / plaintext: resolved by `run`
 
 

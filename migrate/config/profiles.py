@@ -8,6 +8,7 @@ defaults only; anything given on the command line or in a job wins.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 import tomllib
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from migrate.config.rates import parse_rate
 from migrate.errors import UsageError
@@ -43,8 +45,13 @@ _DEFAULTS: dict[str, tuple[type, bool]] = {
 }
 _OAUTH2: dict[str, tuple[type, bool]] = {
     "mechanisms": (list, True), "authorization_url": (str, True), "token_url": (str, True),
-    "scopes": (list, True),
+    "scopes": (list, True), "device_authorization_url": (str, False), "revocation_url": (str, False),
+    "client_id": (str, False), "client_secret": (str, False), "flow": (str, False),
 }
+_OAUTH2_URLS = ("authorization_url", "token_url", "device_authorization_url", "revocation_url")
+#: How `mailmigrate auth login` signs a user in: RFC 8628 device grant, or the
+#: authorization code grant with PKCE and a loopback redirect (RFC 7636, RFC 8252).
+OAUTH2_FLOWS = ("device", "code")
 
 
 @dataclass(frozen=True)
@@ -200,14 +207,35 @@ def validate(pid: str, data: dict[str, Any]) -> Profile:
         mechs = _str_list(f"{where} [oauth2] mechanisms", oauth2["mechanisms"])
         if not mechs or any(m not in OAUTH2_MECHANISMS for m in mechs):
             raise UsageError(f"{where} [oauth2]: mechanisms from {', '.join(OAUTH2_MECHANISMS)}")
-        for key in ("authorization_url", "token_url"):
-            if not oauth2[key].startswith("https://"):
-                raise UsageError(f"{where} [oauth2]: {key} must be an https:// URL")
+        for key in _OAUTH2_URLS:
+            if key in oauth2 and not _oauth2_url_ok(oauth2[key]):
+                raise UsageError(f"{where} [oauth2]: {key} must be an https:// URL "
+                                 "(http:// only to a loopback address)")
         _str_list(f"{where} [oauth2] scopes", oauth2["scopes"])
+        flow = oauth2.get("flow", "device" if "device_authorization_url" in oauth2 else "code")
+        if flow not in OAUTH2_FLOWS:
+            raise UsageError(f"{where} [oauth2]: flow must be one of {', '.join(OAUTH2_FLOWS)}")
+        if flow == "device" and "device_authorization_url" not in oauth2:
+            raise UsageError(f"{where} [oauth2]: flow = \"device\" needs a device_authorization_url")
     return Profile(id=pid, name=data["name"], domains=domains, login=data["login"],
                    notes=data.get("notes", ""), imap=imap, pop3=pop3, limits=dict(limits),
                    connections=defaults.get("connections"), rate=rate, exclude=exclude,
                    folders=folders, oauth2=oauth2)
+
+
+def _oauth2_url_ok(url: str) -> bool:
+    """https:// anywhere; plain http:// only to this machine (a self-hosted or test
+    identity provider on loopback), where nothing crosses a network."""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return False
+    if parts.scheme == "https":
+        return True
+    try:  # (not endpoints.is_loopback: endpoints imports this module)
+        loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        loopback = False
+    return parts.scheme == "http" and loopback
 
 
 def _folders(where: str, tables: dict[str, Any]) -> dict[str, dict[str, str]]:
