@@ -127,7 +127,9 @@ def drive(ledger: Ledger, executor: Executor, options: PassOptions, progress: Pr
                 row = current[item[1]]
                 if row.id in executor.in_flight():
                     continue
-                ledger.begin(row.id, passes[row.id])
+                if row.pass_ != passes[row.id] or (row.state != "running" and passes[row.id] != "verify"):
+                    ledger.begin(row.id, passes[row.id])  # durable before the chunk starts
+                    current[row.id] = row = ledger.get(row.id)
                 if executor.start(row, passes[row.id]):
                     progress.chunk_started(row, passes[row.id])
                 else:
