@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from migrate.fleet.chunk import ChunkLimits, run_chunk
@@ -77,6 +77,9 @@ class LocalPool:
 
     def in_flight(self) -> list[int]:
         return [account_id for account_id, _ in self._running.values()]
+
+    def adopt(self, rows: Sequence[AccountRow], mode: str) -> None:
+        """Nothing to take over: a killed pool's chunks died with it."""
 
     def stop(self) -> None:
         with self._lock:

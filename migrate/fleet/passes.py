@@ -50,6 +50,9 @@ class Executor(Protocol):
 
     def in_flight(self) -> list[int]: ...
 
+    def adopt(self, rows: Sequence[AccountRow], mode: str) -> None:
+        """Take over chunks a killed dispatcher handed out (the broker's), if any."""
+
     def stop(self) -> None:
         """Stop chunks still running (they go on from their checkpoint next time)."""
 
@@ -115,6 +118,7 @@ def drive(ledger: Ledger, executor: Executor, options: PassOptions, progress: Pr
     ready: list[tuple[float, int]] = [(0.0, r.id) for r in rows]
     heapq.heapify(ready)
     progress.start(options.mode, rows)
+    executor.adopt(rows, options.mode)
     for account_id in executor.in_flight():  # adopted from a killed dispatcher (broker)
         ready = [item for item in ready if item[1] != account_id]
     heapq.heapify(ready)

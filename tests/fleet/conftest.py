@@ -123,3 +123,15 @@ def make_fleet(dovecot, hosts, tmp_path):
         return fleet
 
     return make
+
+
+@pytest.fixture
+def redis_server():
+    from redis_server import RedisServer, RedisUnavailable
+
+    try:
+        server = RedisServer().start()
+    except RedisUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.cleanup()
