@@ -246,7 +246,7 @@ class Leases:
         self._victim: subprocess.Popen[bytes] | None = None
 
     def _try(self, name: str) -> bool:
-        lock = self.client.lock(name, timeout=self.ttl, blocking=False)
+        lock = self.client.lock(name, timeout=self.ttl, blocking=False, thread_local=False)
         if lock.acquire(blocking=False):
             self.held.append(lock)
             return True
