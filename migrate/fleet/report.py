@@ -122,7 +122,7 @@ h1{font-size:1.5em;margin:0 0 .2em}.sub{color:#555;margin:0 0 1.5em}
 .card b{display:block;font-size:1.4em}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;
 border-bottom:1px solid #e5e5e5;vertical-align:top}th{background:#f5f5f5}
-td.n{text-align:right;font-variant-numeric:tabular-nums}
+td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 tr.failed{background:#fdecea}tr.failed td.state{color:#a40e0e;font-weight:bold}
 tr.errors{background:#fff6e0}td.state{white-space:nowrap}.err{color:#7a1d1d}
 """

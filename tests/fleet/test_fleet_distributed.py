@@ -96,7 +96,15 @@ def test_scale_out_survives_a_dead_worker_and_a_redis_restart(dovecot, hosts, ma
         # then restart Redis while the batch goes on
         time.sleep(rng.uniform(0.5, 2.0))
         redis_server.restart()
-        out, err = dispatcher.communicate(timeout=600)
+        try:
+            out, err = dispatcher.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            dispatcher.kill()
+            out, err = dispatcher.communicate()
+            logs = "\n".join(f"--- worker {i}\n" + "\n".join(w.lines[-40:])
+                             for i, w in enumerate(workers))
+            raise AssertionError(f"seed {seed}: the batch did not finish\n{err[-3000:]}\n{logs}"
+                                 ) from None
     finally:
         if dispatcher.poll() is None:
             dispatcher.kill()
