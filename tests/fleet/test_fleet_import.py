@@ -36,8 +36,7 @@ def test_native_csv_with_kinds_templates_and_references(tmp_path):
     assert [r["kind"] for r in rows] == ["copy", "copy", "backup", "drain", "restore"]
     assert rows[1]["dest_password"] == "oauth2-command:token-for bob"
     assert rows[1]["account"] == "bob@old.example.com -> bob@new.example.net@new.example.net"
-    assert rows[2]["dest"] == str(tmp_path.resolve().parent / "archives" / "carol.sqlite") or \
-        rows[2]["dest"].endswith("/archives/carol.sqlite")
+    assert rows[2]["dest"].endswith("/archives/carol.sqlite")
     assert rows[3]["dest"].endswith("/archives/dave-pop")
     assert {r["state"] for r in rows} == {"new"}
 
@@ -91,8 +90,8 @@ def test_bad_rows_are_named_by_line_and_nothing_is_imported(tmp_path):
 def test_bad_header_and_bad_imapsync_line(tmp_path):
     _, done = init(tmp_path, "from,to\nx,y\n")
     assert done.code == 2 and "line 1: unknown column 'from'" in done.err
-    _, done = init(tmp_path, "h1;u1;env:A;h2;u2;env:B\nh1;u1;env:A;h2\n", name="sync.txt",
-                   *["--format", "imapsync"])
+    _, done = init(tmp_path, "h1;u1;env:A;h2;u2;env:B\nh1;u1;env:A;h2\n", "--format", "imapsync",
+                   name="sync.txt")
     assert done.code == 2 and "line 2: 4 fields" in done.err
 
 
