@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -187,24 +187,35 @@ class _Rows:
         raise UsageError(f"{path} line {line}: {message}{more}; nothing was imported")
 
     # -- formats ---------------------------------------------------------------------
-    def native(self, text: str) -> Iterator[tuple[int, AccountSpec | None]]:
+    def _table(self, text: str, header_ok: Callable[[list[str]], str | None],
+               ) -> Iterator[tuple[int, dict[str, str]]]:
+        """(line, {column: cell}) of a CSV with a header; ``header_ok`` says what is wrong
+        with the (lower-cased) columns, or None."""
         lines = _records(text, delimiter=",")
         try:
             header_line, header = next(lines)
         except StopIteration:
             return
         columns = [c.strip().lower() for c in header]
-        unknown = [c for c in columns if c not in NATIVE_COLUMNS]
-        if unknown or "source" not in columns or "dest" not in columns:
-            what = f"unknown column {unknown[0]!r}" if unknown else "no source and dest columns"
-            self.bad(header_line, f"{what}; the header is {','.join(NATIVE_COLUMNS)} "
-                     "(kind optional)")
+        problem = header_ok(columns)
+        if problem:
+            self.bad(header_line, problem)
             return
         for line, cells in lines:
             if len(cells) != len(columns):
                 self.bad(line, f"{len(cells)} fields, the header has {len(columns)}")
                 continue
-            row = dict(zip(columns, (c.strip() for c in cells), strict=True))
+            yield line, dict(zip(columns, (c.strip() for c in cells), strict=True))
+
+    def native(self, text: str) -> Iterator[tuple[int, AccountSpec | None]]:
+        def header_ok(columns: list[str]) -> str | None:
+            unknown = [c for c in columns if c not in NATIVE_COLUMNS]
+            if not unknown and "source" in columns and "dest" in columns:
+                return None
+            what = f"unknown column {unknown[0]!r}" if unknown else "no source and dest columns"
+            return f"{what}; the header is {','.join(NATIVE_COLUMNS)} (kind optional)"
+
+        for line, row in self._table(text, header_ok):
             yield line, self.account(line, row.get("kind") or "copy", row["source"], row["dest"],
                                      row.get("source_password", ""), row.get("dest_password", ""))
 
@@ -226,20 +237,12 @@ class _Rows:
 
     def exchange(self, text: str, source_host: str,
                  dest_host: str) -> Iterator[tuple[int, AccountSpec | None]]:
-        lines = _records(text, delimiter=",")
-        try:
-            header_line, header = next(lines)
-        except StopIteration:
-            return
-        columns = [c.strip().lower() for c in header]
-        if not all(c in columns for c in EXCHANGE_COLUMNS):
-            self.bad(header_line, "the header is EmailAddress,UserName,Password")
-            return
-        for line, cells in lines:
-            if len(cells) != len(columns):
-                self.bad(line, f"{len(cells)} fields, the header has {len(columns)}")
-                continue
-            row = dict(zip(columns, (c.strip() for c in cells), strict=True))
+        def header_ok(columns: list[str]) -> str | None:
+            if all(c in columns for c in EXCHANGE_COLUMNS):
+                return None
+            return "the header is EmailAddress,UserName,Password"
+
+        for line, row in self._table(text, header_ok):
             if not row["emailaddress"] or not row["username"]:
                 self.bad(line, "EmailAddress and UserName must not be empty")
                 continue
