@@ -131,6 +131,8 @@ class BrokerExecutor:
         deadline = limits.hard_deadline or 24 * 3600.0
         #: A chunk outstanding this long is sent again (a message Redis lost).
         self.lost_after = deadline + 2 * heartbeat_timeout + 2 * LEASE_SECONDS + 60
+        #: ... or this long, when nothing is queued and no worker holds its account.
+        self.stuck_after = 2 * heartbeat_timeout + LEASE_SECONDS + 10
         self._message = dramatiq.Message
         self._flight: dict[int, dict[str, Any]] = {}
         self._instant: list[tuple[int, ChunkReport]] = []
@@ -173,34 +175,62 @@ class BrokerExecutor:
         task["sent"] = time.time()
 
     def wait(self, timeout: float) -> list[tuple[int, ChunkReport]]:
-        _, redis = _imports()
         deadline = time.monotonic() + timeout
         while True:
             out, self._instant = self._instant, []
-            try:
-                out += self._collect()
-            except redis.RedisError as exc:  # a broker restart: wait for it to come back
-                log.warning("broker unreachable (%s); waiting", exc)
+            out += self._collect()
             if out or time.monotonic() >= deadline:
                 return out
             time.sleep(min(_POLL, max(0.0, deadline - time.monotonic())))
 
     def _collect(self) -> list[tuple[int, ChunkReport]]:
+        _, redis = _imports()
         out: list[tuple[int, ChunkReport]] = []
         results = _key(self.batch, "results")
+        queued: int | None = None
         for account_id, task in list(self._flight.items()):
-            data = self.client.hget(results, task["token"])
-            if data is not None:
-                out.append((account_id, ChunkReport.from_dict(json.loads(data))))
-                del self._flight[account_id]
-                # A report lost here (a kill before the ledger commit) costs only its counts:
-                # the task stays in the ledger, and the next run sends it again.
-                self.client.hdel(results, task["token"])
-                continue
-            current = self.client.get(_key(self.batch, f"current:{task['payload']['key']}"))
-            if current is None or time.time() - task["sent"] > self.lost_after:
-                self._send(task)  # Redis lost it (a restart without persistence), or it stalled
+            try:
+                report = self._report(results, task)
+                if report is not None:
+                    out.append((account_id, report))
+                    del self._flight[account_id]
+                    continue
+                key = task["payload"]["key"]
+                if self.client.get(_key(self.batch, f"current:{key}")) is None:
+                    if self._report(results, task) is None:  # not published just now
+                        self._send(task)  # Redis lost it (a restart without persistence)
+                    continue
+                age = time.time() - task["sent"]
+                if age > self.lost_after:
+                    self._send(task)
+                elif age > self.stuck_after and not self.client.exists(
+                        _key(self.batch, f"lease:{key}")):
+                    if queued is None:
+                        queued = self._queued()
+                    if queued == 0:
+                        # Nothing waits in the queue and no worker holds the account: the
+                        # message is stuck in a worker's memory (Dramatiq drops what it had
+                        # prefetched when its Redis connection breaks). Send it again; the
+                        # token makes a second copy harmless.
+                        self._send(task)
+            except redis.RedisError as exc:
+                log.warning("broker unreachable (%s); waiting", exc)
+                break
         return out
+
+    def _report(self, results: str, task: dict[str, Any]) -> ChunkReport | None:
+        data = self.client.hget(results, task["token"])
+        if data is None:
+            return None
+        # A report lost after this (a kill before the ledger commit) costs only its
+        # counts: the task stays in the ledger, and the next run sends it again.
+        self.client.hdel(results, task["token"])
+        return ChunkReport.from_dict(json.loads(data))
+
+    def _queued(self) -> int:
+        """Messages waiting in the broker's queue and delay queue (Dramatiq's Redis lists)."""
+        prefix = f"{NAMESPACE}-dramatiq:{QUEUE}"
+        return int(self.client.llen(prefix)) + int(self.client.llen(f"{prefix}.DQ"))
 
     def in_flight(self) -> list[int]:
         return list(self._flight)
