@@ -67,7 +67,7 @@ ChunkDeadlineOpt = Annotated[float | None, typer.Option(
 BrokerOpt = Annotated[str | None, typer.Option(
     "--broker", metavar="URL",
     help="Hand the chunks to `mailmigrate worker`s through this Redis (redis://host:port/0); "
-    "needs mailmigrate[distributed].")]
+    "needs the distributed extra (docs/fleet.md).")]
 HeartbeatOpt = Annotated[float, typer.Option(
     "--heartbeat-timeout", min=1.0, metavar="SECONDS",
     help="Scale-out: a worker silent this long is dead and its chunks go to others "
