@@ -109,6 +109,9 @@ def test_a_bad_password_fails_that_account_alone(dovecot, hosts, make_fleet, tmp
     assert all(rows[p.source.name]["state"] == "synced" for p in others)
     for pair in others:
         assert_exactly_once(dovecot, pair.source, pair.dest)
+    table = run_cli("batch", "status", str(ledger), "--csv").out.splitlines()
+    assert table[0].startswith("id,account,kind,state,pass,messages,bytes,errors,last_error")
+    assert len(table) == 5 and sum(",failed," in ln for ln in table) == 1
     text = run_cli("batch", "status", str(ledger))
     line = next(ln for ln in text.out.splitlines() if bad.source.name in ln)
     assert "failed" in line and failed["last_error"][:30] in line

@@ -3,6 +3,8 @@ summary is there, and the failed account is the first row."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cli_helpers import run_cli
 
@@ -14,8 +16,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 @pytest.fixture
 def browser(tmp_path):
     """Debian's Chromium, headless, with a fresh profile; never a downloaded browser."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    with playwright.sync_playwright() as p:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the report test needs Playwright for Python: pip install playwright "
+                    "(it drives Debian's chromium; no browser download)", pytrace=False)
+    if not Path(CHROMIUM).exists():
+        pytest.fail("the report test needs Debian's chromium: apt-get install chromium",
+                    pytrace=False)
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser
