@@ -19,12 +19,14 @@ class FolderResult:
     unchanged: bool = False
     vanished: int = 0
     error: str | None = None
+    #: Left (wholly or in part) for the next run: the run's budget was spent.
+    deferred: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return {
             "folder": self.name, "new_messages": self.new_messages, "new_bytes": self.new_bytes,
             "flags_updated": self.flags_updated, "unchanged": self.unchanged,
-            "vanished": self.vanished, "error": self.error,
+            "vanished": self.vanished, "error": self.error, "deferred": self.deferred,
         }
 
 
@@ -46,6 +48,11 @@ class TransferResult:
         return sum(f.flags_updated for f in self.folders)
 
     @property
+    def more(self) -> bool:
+        """True when the run stopped at its budget with folders left to do."""
+        return any(f.deferred for f in self.folders)
+
+    @property
     def errors(self) -> list[str]:
         return [f"{f.name}: {f.error}" for f in self.folders if f.error]
 
@@ -57,5 +64,6 @@ class TransferResult:
             "new_bytes": self.new_bytes,
             "flags_updated": self.flags_updated,
             "errors": self.errors,
+            "more": self.more,
             "per_folder": [f.as_dict() for f in self.folders],
         }

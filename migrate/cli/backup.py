@@ -19,7 +19,9 @@ from migrate.cli.common import (
     JsonOpt,
     LockWaitOpt,
     LoginOptions,
+    MaxBytesOpt,
     MaxConnectionsOpt,
+    MaxTimeOpt,
     OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
@@ -33,6 +35,7 @@ from migrate.cli.common import (
     TimeoutOpt,
     announce,
     app,
+    budget,
     emit_summary,
     exit_code_for,
     make_reporter,
@@ -71,6 +74,8 @@ def backup(
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
     max_connections: MaxConnectionsOpt = None,
+    max_time: MaxTimeOpt = None,
+    max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
@@ -89,7 +94,7 @@ def backup(
         announce(run.notes, quiet)
         options = TransferOptions(include=run.include, exclude=run.exclude,
                                   since=parse_since(since), dry_run=dry_run,
-                                  connections=run.connections)
+                                  connections=run.connections, budget=budget(max_time, max_bytes))
         pacer = shared_pacer(run.rate)
         policy = retry_policy(retries, retry_delay)
         account = f"{endpoint.user}@{endpoint.host}"

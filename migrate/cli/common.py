@@ -19,8 +19,10 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from migrate.config.endpoints import Endpoint, PasswordSource
+from migrate.config.rates import parse_size
 from migrate.engine.progress import LogReporter, TqdmReporter
 from migrate.engine.retry import RetryPolicy
+from migrate.engine.transfer import Budget
 from migrate.errors import (
     EXIT_ARCHIVE,
     EXIT_INTERRUPTED,
@@ -84,6 +86,14 @@ MaxConnectionsOpt = Annotated[int | None, typer.Option(
     "--max-connections", min=1, metavar="N",
     help="Read up to N folders at once, each on its own connection to the source "
     "(default: the provider preset's, else 1). Keep N under the provider's cap.")]
+MaxTimeOpt = Annotated[float | None, typer.Option(
+    "--max-time", min=0.0, metavar="SECONDS",
+    help="Stop at the next checkpoint once SECONDS have passed; --json then says "
+    "\"more\": true and the same command goes on from there.")]
+MaxBytesOpt = Annotated[str | None, typer.Option(
+    "--max-bytes", metavar="SIZE",
+    help="Stop at the next checkpoint once SIZE of mail (e.g. 500MB) has been moved; "
+    "--json then says \"more\": true and the same command goes on from there.")]
 RetryDelayOpt = Annotated[float, typer.Option(
     "--retry-delay", min=0.0, metavar="SECONDS",
     help="First wait before reconnecting; doubled per attempt (with jitter), at most 30 s.")]
@@ -120,6 +130,13 @@ def run_guarded(body: Callable[[], int]) -> None:
 def retry_policy(retries: int, delay: float) -> RetryPolicy:
     """The reconnect budget of one run (see :mod:`migrate.engine.retry`)."""
     return RetryPolicy(retries=retries, delay=delay)
+
+
+def budget(max_time: float | None, max_bytes: str | None) -> Budget | None:
+    """The run's --max-time / --max-bytes, or None when neither is given."""
+    if max_time is None and max_bytes is None:
+        return None
+    return Budget(seconds=max_time, max_bytes=parse_size(max_bytes) if max_bytes else None)
 
 
 def parse_since(value: str | None) -> date | None:

@@ -27,6 +27,8 @@ from migrate.cli.common import (
     JsonOpt,
     LockWaitOpt,
     LoginOptions,
+    MaxBytesOpt,
+    MaxTimeOpt,
     OAuth2Opt,
     PassCmdOpt,
     PassEnvOpt,
@@ -38,6 +40,7 @@ from migrate.cli.common import (
     RetryDelayOpt,
     TimeoutOpt,
     app,
+    budget,
     emit_summary,
     exit_code_for,
     retry_policy,
@@ -155,6 +158,8 @@ def drain(
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
+    max_time: MaxTimeOpt = None,
+    max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Download a POP3 inbox into an archive; re-runs fetch only new UIDLs.
 
@@ -199,8 +204,8 @@ def drain(
                 # Reconnects map the same UIDLs onto the new session's numbers;
                 # retention below then works on that (latest) session.
                 retrying = RetryingSource(src, retry_policy(retries, retry_delay), reporter)
-                result = transfer(limited(retrying, rate), dest, TransferOptions(dry_run=dry_run),
-                                  reporter)
+                options = TransferOptions(dry_run=dry_run, budget=budget(max_time, max_bytes))
+                result = transfer(limited(retrying, rate), dest, options, reporter)
                 if src.broken or result.errors:
                     # The engine stopped early or the stream is out of step: delete nothing.
                     outcome = retention.RetentionOutcome(kept=src.listed_count)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,6 @@ from migrate.config.credentials import KEYRING_SERVICE, keyring_delete, keyring_
 from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
 from migrate.config.jobs import (
     COMMANDS,
-    DEST_SECRET_ENV,
-    SECRET_ENV,
     Credential,
     Job,
     OptionValue,
@@ -53,6 +50,7 @@ from migrate.config.jobs import (
     remove_job,
     save_job,
 )
+from migrate.config.passwords import child_env, password_for
 from migrate.config.profiles import all_profiles, get_profile, profile_for_domain
 from migrate.engine.progress import human_bytes
 from migrate.errors import EXIT_OK, ArchiveLockedError, JobRunningError, UsageError
@@ -98,24 +96,6 @@ def providers(as_json: JsonOpt = False) -> None:
 
 
 # -- credentials --------------------------------------------------------------------------
-def password_for(cred: Credential, label: str, mailbox: str | None = None) -> PasswordSource:
-    from migrate.config.oauth.tokens import oauth_password_source  # oauth2-login / -service
-
-    if (oauth := oauth_password_source(cred.method, cred.value, label, mailbox=mailbox)) is not None:
-        return oauth
-    if cred.method == "env":
-        return PasswordSource(env=cred.value, prompt_label=label)
-    if cred.method == "file":
-        return PasswordSource(file=Path(cred.value), prompt_label=label)
-    if cred.method == "command":
-        return PasswordSource(command=cred.value, prompt_label=label)
-    if cred.method == "keyring":
-        return PasswordSource(keyring=(KEYRING_SERVICE, cred.value), prompt_label=label)
-    if cred.method == "oauth2":
-        return PasswordSource(oauth2_command=cred.value, prompt_label=label)
-    return PasswordSource.literal(cred.value)
-
-
 def protocol_of(job: Job, url: str) -> str:
     return "pop3" if job.command == "drain" and url == job.source else "imap"
 
@@ -515,19 +495,6 @@ def jobs_remove(
 # -- run ----------------------------------------------------------------------------------
 def _stamp() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def child_env(job: Job) -> dict[str, str]:
-    """Our environment plus resolved keyring/plaintext secrets (never in argv)."""
-    from migrate.config.oauth.tokens import apply_job_env
-
-    env = dict(os.environ)
-    for cred, var in ((job.credentials, SECRET_ENV), (job.dest_credentials, DEST_SECRET_ENV)):
-        if cred is not None and cred.method in ("keyring", "plaintext"):
-            env[var] = password_for(cred, "password").get()
-    apply_job_env(env, job.credentials, "--")
-    apply_job_env(env, job.dest_credentials, "--dest-")
-    return env
 
 
 def _error_lines(text: str) -> list[str]:

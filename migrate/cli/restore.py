@@ -26,7 +26,9 @@ from migrate.cli.common import (
     JsonOpt,
     LockWaitOpt,
     LoginOptions,
+    MaxBytesOpt,
     MaxConnectionsOpt,
+    MaxTimeOpt,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -38,6 +40,7 @@ from migrate.cli.common import (
     TimeoutOpt,
     announce,
     app,
+    budget,
     make_reporter,
     parse_since,
     retry_policy,
@@ -49,7 +52,7 @@ from migrate.config.profiles import Profile
 from migrate.engine.progress import human_bytes
 from migrate.engine.ratelimit import Pacer, limited, shared_pacer
 from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy
-from migrate.engine.transfer import TransferOptions, transfer
+from migrate.engine.transfer import Budget, TransferOptions, transfer
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
 from migrate.model import Folder
@@ -175,7 +178,7 @@ def _run_to_imap(
     prefix: str, special_use: bool, state: Path | None, timeout: float, lock_wait: float,
     extra: dict[str, Any], policy: RetryPolicy, rate: str | None = None,
     open_source: Callable[[], SourceStore] | None = None, connections: int = 1,
-    source_profile: Profile | None = None,
+    source_profile: Profile | None = None, chunk: Budget | None = None,
 ) -> int:
     """The shared body of restore and copy: state, destination, the engine, the report.
 
@@ -187,7 +190,8 @@ def _run_to_imap(
 
     rules = parse_rules(map_rules)
     options = TransferOptions(include=folder or (), exclude=exclude or (),
-                              since=parse_since(since), dry_run=dry_run, connections=connections)
+                              since=parse_since(since), dry_run=dry_run, connections=connections,
+                              budget=chunk)
     reporter = make_reporter(quiet, as_json)
     pacer = shared_pacer(rate)
 
@@ -292,6 +296,8 @@ def restore(
     retries: RetriesOpt = 5,
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
+    max_time: MaxTimeOpt = None,
+    max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
@@ -311,7 +317,8 @@ def restore(
                 since=since, dry_run=dry_run, as_json=as_json, quiet=quiet, map_rules=map_rules,
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
                 lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay),
-                rate=rate, source_profile=_archive_profile(source))
+                rate=rate, source_profile=_archive_profile(source),
+                chunk=budget(max_time, max_bytes))
         finally:
             source.close()
 
@@ -350,6 +357,8 @@ def copy(
     retry_delay: RetryDelayOpt = 1.0,
     rate: RateOpt = None,
     max_connections: MaxConnectionsOpt = None,
+    max_time: MaxTimeOpt = None,
+    max_bytes: MaxBytesOpt = None,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new.
 
@@ -388,7 +397,7 @@ def copy(
                 state=state, timeout=timeout, lock_wait=lock_wait,
                 extra={"source": src_ep.display()}, policy=policy, rate=run.rate,
                 open_source=open_source, connections=run.connections,
-                source_profile=run.profile)
+                source_profile=run.profile, chunk=budget(max_time, max_bytes))
         finally:
             src.close()
 

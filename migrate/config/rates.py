@@ -75,3 +75,16 @@ def parse_rate(text: str) -> Rate:
     if is_bytes:
         return Rate(bytes_per_second=value, free_bytes=free)
     return Rate(messages_per_second=value, free_messages=free)
+
+
+_SIZE = re.compile(rf"^\s*{_AMOUNT}\s*$")
+
+
+def parse_size(text: str, option: str = "--max-bytes") -> int:
+    """'500MB', '2GiB', '4096' (bytes) -> bytes, for options that bound an amount of mail."""
+    m = _SIZE.match(text)
+    unit = m.group(2).upper() if m else ""
+    factor = 1 if unit in ("", "B") else _UNITS.get(unit)
+    if m is None or factor is None or float(m.group(1)) <= 0:
+        raise UsageError(f"bad {option} {text!r}: give a size such as 500MB, 2GB or 1GiB")
+    return int(float(m.group(1)) * factor)

@@ -25,9 +25,10 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -44,6 +45,35 @@ DEFAULT_BATCH_MESSAGES = 400
 
 
 @dataclass
+class Budget:
+    """How much one run may do before it stops at the next checkpoint (``--max-time``,
+    ``--max-bytes``): the bounded chunk of a fleet migration. Checked between
+    batches, so a run ends where a rerun resumes; what is left is reported as
+    ``more`` to do, never as an error."""
+
+    seconds: float | None = None
+    max_bytes: int | None = None
+    spent_bytes: int = 0
+    #: Batches stored so far: a run stores at least one before it may stop, so
+    #: a chain of runs always gets somewhere, however small the budget.
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def spend(self, nbytes: int) -> None:
+        with self._lock:
+            self.spent_bytes += nbytes
+            self.batches += 1
+
+    def exhausted(self) -> bool:
+        if self.batches == 0:
+            return False
+        if self.max_bytes is not None and self.spent_bytes >= self.max_bytes:
+            return True
+        return self.seconds is not None and time.monotonic() - self.started >= self.seconds
+
+
+@dataclass
 class TransferOptions:
     include: Sequence[str] = ()
     exclude: Sequence[str] = ()
@@ -53,6 +83,8 @@ class TransferOptions:
     batch_messages: int = DEFAULT_BATCH_MESSAGES
     #: Source connections reading folders at once (needs ``open_source``).
     connections: int = 1
+    #: Stop at the next batch boundary once spent (None: no limit).
+    budget: Budget | None = None
 
 
 def batches(refs: Iterable[MessageRef], max_bytes: int, max_count: int) -> Iterator[list[MessageRef]]:
@@ -244,6 +276,9 @@ def _transfer_folder(
         dest.checkpoint(folder, FolderStatus(uidvalidity=None, uidnext=None, messages=0))
         out.unchanged = True
         return
+    if options.budget is not None and options.budget.exhausted():
+        out.deferred = True  # not started: the next run takes it
+        return
     status = source.status(folder)
     cp = dest.checkpoint(folder, status)
     if _unchanged(cp, status) and options.since is None:
@@ -271,6 +306,9 @@ def _transfer_folder(
         for batch in batches(refs, options.batch_bytes, options.batch_messages):
             if should_stop():
                 raise Aborted("another connection failed")
+            if options.budget is not None and options.budget.exhausted():
+                out.deferred = True  # what is stored is checkpointed; the rest is for the next run
+                break
             todo = dest.missing(folder, batch)
             if not todo:
                 continue
@@ -281,17 +319,17 @@ def _transfer_folder(
                 continue
             future = pool.submit(_fetch_batch, source, folder, todo)
             if pending is not None:
-                _store_batch(dest, folder, *pending, reporter, out)
+                _store_batch(dest, folder, *pending, reporter, out, options.budget)
             pending = (todo, future)
         if pending is not None:
-            _store_batch(dest, folder, *pending, reporter, out)
+            _store_batch(dest, folder, *pending, reporter, out, options.budget)
     # Messages the source had to skip (see migrate.engine.retry) make the pass
     # partial: the next run lists the folder from its first UID again.
     take = getattr(source, "take_failures", None)
     skipped: list[str] = take(folder) if callable(take) else []
     if skipped:
         out.error = f"{len(skipped)} messages not archived: " + "; ".join(skipped[:5])
-    if not options.dry_run:
+    if not options.dry_run and not out.deferred:
         dest.finish_folder(folder, status, complete=options.since is None and not skipped)
 
 
@@ -300,7 +338,8 @@ def _fetch_batch(source: SourceStore, folder: Folder, todo: list[MessageRef]) ->
 
 
 def _store_batch(dest: DestinationStore, folder: Folder, todo: list[MessageRef],
-                 fetched: Future[list[Message]], reporter: Reporter, out: FolderResult) -> None:
+                 fetched: Future[list[Message]], reporter: Reporter, out: FolderResult,
+                 budget: Budget | None = None) -> None:
     """Store one fetched batch durably (the checkpoint commits with it) and report it."""
     messages = fetched.result()
     out.vanished += len(todo) - len(messages)
@@ -308,10 +347,13 @@ def _store_batch(dest: DestinationStore, folder: Folder, todo: list[MessageRef],
     nbytes = sum(m.size for m in messages)
     out.new_messages += added
     out.new_bytes += nbytes
+    if budget is not None:
+        budget.spend(nbytes)
     reporter.advance(len(messages), nbytes)
 
 
 __all__ = [
+    "Budget",
     "FolderResult",
     "MailmigrateError",
     "TransferOptions",

@@ -1,0 +1,1 @@
+"""Fleet migrations: many accounts, passes, a local pool or distributed workers (see docs/fleet.md)."""
