@@ -20,6 +20,7 @@ from migrate.archive.browse import (
     describe,
     find_message,
     matching_ids,
+    parse_id,
     render_shown,
     require_sqlite,
     search,
@@ -145,7 +146,7 @@ def show_cmd(
             sys.stdout.buffer.write(msg.raw)
             sys.stdout.buffer.flush()
             return EXIT_OK
-        shown = describe(message_id.strip(), folder, msg)
+        shown = describe(parse_id(message_id), folder, msg)
         if as_json:
             typer.echo(json.dumps(shown.as_dict(), ensure_ascii=False))
         else:
@@ -211,7 +212,7 @@ def export_cmd(
                 if q.needs_index():
                     keys = {str(i) for i in matching_ids(require_sqlite(store, archive), q)}
                 if ids:
-                    wanted = {i.strip() for i in ids}
+                    wanted = {str(parse_id(i)) for i in ids}
                     keys = wanted if keys is None else keys & wanted
                 source = FilteredArchiveSource(store, identity, keys=keys, before=q.before)
             target = open_export_destination(dest, identity, dest_format, dry_run=dry_run)
