@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from cli_helpers import backup_args, run_cli
 from seeding import append, bulk_append, create_folder, imap_login, seed_message
 
 # A 1x1 PNG (real, so a browser decodes it).
@@ -218,3 +219,16 @@ class ServeProcess:
 
     def get(self, path: str, **kwargs: Any) -> Fetched:
         return fetch(self.url + path, **kwargs)
+
+
+
+def make_viewer_archive(server: Any, canary: Canary, base: Path) -> dict[str, Any]:
+    """The viewer's mail backed up from Dovecot into a SQLite archive and an mbox tree."""
+    user = server.add_user()
+    mail = seed_viewer_mail(server, user, canary.url)
+    out: dict[str, Any] = {"sqlite": base / "mail.sqlite", "tree": base / "tree", "user": user,
+                           "mail": mail}
+    for kind in ("sqlite", "tree"):
+        result = run_cli(*backup_args(server, user, out[kind]), password=user.password)
+        assert result.code == 0, result.err
+    return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cli_helpers import backup_args, cli_env, run_cli
 from seeding import bulk_append, imap_login, seed_message
-from serve_helpers import BULK, PDF, Canary, ServeProcess, fetch, seed_viewer_mail
+from serve_helpers import BULK, PDF, Canary, ServeProcess, fetch, make_viewer_archive
 
 
 @pytest.fixture(scope="module")
@@ -28,14 +28,7 @@ def canary():
 
 @pytest.fixture(scope="module")
 def viewer_archive(dovecot, canary, tmp_path_factory):
-    user = dovecot.add_user()
-    mail = seed_viewer_mail(dovecot, user, canary.url)
-    base = tmp_path_factory.mktemp("serve")
-    out = {"sqlite": base / "mail.sqlite", "tree": base / "tree", "user": user, "mail": mail}
-    for kind in ("sqlite", "tree"):
-        result = run_cli(*backup_args(dovecot, user, out[kind]), password=user.password)
-        assert result.code == 0, result.err
-    return out
+    return make_viewer_archive(dovecot, canary, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")

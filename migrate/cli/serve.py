@@ -121,6 +121,10 @@ def run_datasette(archive: str, fmt: str | None, host: str, port: int) -> None:
         raise UsageError("--datasette reads SQLite archives; serve an mbox tree without it")
     if importlib.util.find_spec("datasette") is None:
         raise UsageError("--datasette needs Datasette: pip install 'mailmigrate[datasette]'")
+    if port == 0:  # Datasette binds itself: find it a free port first
+        probe = listen(host, 0)
+        port = probe.getsockname()[1]
+        probe.close()
     with tempfile.TemporaryDirectory(prefix="mailmigrate-datasette-") as tmp:
         meta = Path(tmp) / "metadata.json"
         meta.write_text(json.dumps(metadata(path.stem)), encoding="utf-8")

@@ -45,12 +45,24 @@ def _page_number(value: str | None) -> int:
 
 
 def folders_page(catalog: Catalog) -> dict[str, Any]:
-    """The folder tree with counts: every folder, its depth and last name part."""
+    """The folder tree with counts: every folder, its depth and last name part.
+
+    A parent that is no folder of its own (the server never listed it) is
+    shown as a tree node with no messages, so its children sit under it.
+    """
+    found = {entry.name: entry.as_dict() for entry in catalog.folders()}
+    for name in list(found):
+        parts = name.split("/")
+        for depth in range(1, len(parts)):
+            parent = "/".join(parts[:depth])
+            found.setdefault(parent, {"name": parent, "messages": 0, "bytes": 0,
+                                      "special_use": None, "node_only": True})
     entries = []
-    for entry in catalog.folders():
-        item = entry.as_dict()
-        item.update(depth=entry.name.count("/"), label=entry.name.rsplit("/", 1)[-1],
-                    url=folder_url(entry.name))
+    for name in sorted(found, key=lambda n: [p.casefold() for p in n.split("/")]):
+        item = found[name]
+        item.setdefault("node_only", False)
+        item.update(depth=name.count("/"), label=name.rsplit("/", 1)[-1],
+                    url=folder_url(name))
         entries.append(item)
     return {"archive": catalog.path, "kind": catalog.kind, "searchable": catalog.searchable,
             "folders": entries, "messages": sum(e["messages"] for e in entries)}
@@ -60,7 +72,7 @@ def folder_page(catalog: Catalog, name: str | None, page: str | None) -> dict[st
     if not name:
         raise UsageError("which folder? add ?name=FOLDER (the names on the start page)")
     number = _page_number(page)
-    known = {f.name for f in catalog.folders()}
+    known = {f["name"] for f in folders_page(catalog)["folders"]}
     if name not in known:
         raise LookupError(f"no folder {name!r} in this archive")
     rows, total = catalog.page(name, (number - 1) * PAGE_SIZE, PAGE_SIZE)
