@@ -108,9 +108,16 @@ def decode_bytes(raw: bytes, fallback: str = FALLBACK) -> str:
         return raw.decode(FALLBACK, "mailmigrate-latin1")
 
 
+# Codecs whose text is not ASCII where its bytes are (escape sequences, UTF-7, wide).
+_NOT_ASCII_COMPATIBLE = ("iso2022", "utf_7", "utf-7", "utf_16", "utf-16", "utf_32", "utf-32",
+                         "hz", "cp037", "cp500", "cp1140")
+
+
 def decode_text(raw: bytes, charset: str | None) -> str:
     """Body text bytes in a declared charset, read as a client would (never fails)."""
     codec = codec_for(charset)
+    if raw.isascii() and not (codec or "").startswith(_NOT_ASCII_COMPATIBLE):
+        return raw.decode("ascii")  # the common case, at C speed in every such charset
     if codec is not None and codec not in ("ascii", "utf-8"):
         try:
             return raw.decode(codec)
@@ -207,13 +214,33 @@ def mailbox_text(name: str, addr: str) -> str:
     return addr or name
 
 
+# The two forms nearly every address header has, ``Name <a@b>`` and ``a@b``, with no
+# quotes, comments, groups or escapes: these need no RFC 5322 parser (the stdlib's
+# costs more than the rest of the index summary together); anything else gets it.
+_SIMPLE_ADDR = r"[^<>\s\"(),;:\\@]+@[^<>\s\"(),;:\\@]+"
+_SIMPLE_MAILBOX = re.compile(rf"\s*(?:([^<>\"(),;:\\@]*?)\s*<({_SIMPLE_ADDR})>|({_SIMPLE_ADDR}))\s*")
+
+
+def _simple_pairs(text: str) -> list[tuple[str, str]] | None:
+    pairs = []
+    for piece in text.split(","):
+        match = _SIMPLE_MAILBOX.fullmatch(piece)
+        if match is None:
+            return None
+        name, angle, bare = match.groups()
+        pairs.append((name or "", angle or bare))
+    return pairs
+
+
 def addresses(raw: bytes, fallback: str = FALLBACK) -> str:
     """An address header (From, To, Cc) as a client shows it: mailboxes joined by ', '."""
     text = decode_bytes(unfold(raw), fallback)
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # the parser's own bugs on hostile input: show the text
-        pairs = []
+    pairs = _simple_pairs(text)
+    if pairs is None:
+        try:
+            pairs = email.utils.getaddresses([text])
+        except Exception:  # the parser's own bugs on hostile input: show the text
+            pairs = []
     shown = [mailbox_text(name, addr) for name, addr in pairs]
     shown = [s for s in shown if s]
     if not shown:

@@ -114,11 +114,13 @@ class _Walker:
         self.fallback = fallback
         self.parts: list[Part] = []
 
-    def walk(self, start: int, end: int, depth: int, in_alternative: bool) -> None:
+    def walk(self, start: int, end: int, depth: int, in_alternative: bool,
+             head: Message | None = None) -> None:
         if len(self.parts) >= MAX_PARTS:
             return
         head_end, body = split_head(self.raw, start, end)
-        head = parse_head(self.raw[start:head_end])
+        if head is None:
+            head = parse_head(self.raw[start:head_end])
         ctype = head.get_content_type()
         boundary = _boundary(head) if head.get_content_maintype() == "multipart" else None
         if boundary is not None and depth < MAX_DEPTH:
@@ -175,11 +177,14 @@ class _Walker:
         return out
 
 
-def walk(raw: bytes, fallback: str = headers.FALLBACK) -> list[Part]:
-    """The leaf parts of ``raw`` in order (never raises on any input)."""
+def walk(raw: bytes, fallback: str = headers.FALLBACK, head: Message | None = None) -> list[Part]:
+    """The leaf parts of ``raw`` in order (never raises on any input).
+
+    ``head``: the message's header block, if the caller parsed it already.
+    """
     walker = _Walker(raw, fallback)
     with contextlib.suppress(Exception):  # hostile input: the parts found so far
-        walker.walk(0, len(raw), 0, False)
+        walker.walk(0, len(raw), 0, False, head)
     return walker.parts
 
 

@@ -41,7 +41,7 @@ class Reading:
         self.raw = raw
         head_end, _ = mime.split_head(raw)
         self.head = mime.parse_head(raw[:head_end])
-        self.parts = mime.walk(raw)
+        self.parts = mime.walk(raw, head=self.head)
         self.fallback = header_fallback(self.head, self.parts)
 
     def header(self, name: str) -> str | None:

@@ -68,7 +68,8 @@ def header_fallback(head: object, parts: list[mime.Part]) -> str:
 def part_text(raw: bytes, part: mime.Part, limit: int) -> str:
     """The readable text of one text part (HTML through the parser), at most ``limit`` chars."""
     is_html = part.subtype == "html"
-    data = mime.payload(raw, part, MAX_HTML if is_html else limit * 4)
+    # Twice the characters wanted: most text is one or two bytes a character.
+    data = mime.payload(raw, part, MAX_HTML if is_html else limit * 2)
     text = headers.decode_text(data, part.charset)
     if is_html:
         return htmltext.html_to_text(text, limit)
@@ -95,7 +96,7 @@ def summarize(raw: bytes) -> Summary:
     except Exception:
         return Summary(None, None, None, None, None, "")
     try:
-        parts = mime.walk(raw)
+        parts = mime.walk(raw, head=head)
     except Exception:
         parts = []
     fallback = header_fallback(head, parts)
