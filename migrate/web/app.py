@@ -28,7 +28,7 @@ import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -60,7 +60,10 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 OPEN_PATHS = ("/login", "/static/")
 
 
-def _secure_headers(response: Response, csp: str = PAGE_CSP) -> Response:
+_R = TypeVar("_R", bound=Response)
+
+
+def _secure_headers(response: _R, csp: str = PAGE_CSP) -> _R:
     response.headers["Content-Security-Policy"] = csp
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
@@ -142,7 +145,7 @@ class Viewer:
         html = self.templates.get_template(name).render(archive=self.catalog.path,
                                                         searchable=self.catalog.searchable,
                                                         **context)
-        return _secure_headers(HTMLResponse(html, status_code=status))  # type: ignore[return-value]
+        return _secure_headers(HTMLResponse(html, status_code=status))
 
 
 def _params(request: Request) -> dict[str, str]:
