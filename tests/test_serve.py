@@ -70,6 +70,7 @@ def test_folder_tree_counts_and_pagination(served):
     page = served.get("/folder?name=Lists/Bulk&page=2").body.decode()
     assert "Page 2 of 2" in page and 'rel="prev"' in page
     assert served.get("/api/folder?name=Lists/Bulk&page=x").status == 400
+    assert served.get("/api/folder?name=Lists/Bulk&page=" + "9" * 30).status == 400
     assert served.get("/api/folder?name=Nowhere").status == 404
 
 

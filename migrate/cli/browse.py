@@ -16,6 +16,7 @@ import typer
 
 from migrate.archive.browse import (
     FilteredArchiveSource,
+    Hit,
     SearchQuery,
     describe,
     find_message,
@@ -74,6 +75,12 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def search_payload(archive: str, query: str, hits: list[Hit], more: bool) -> dict[str, Any]:
+    """``search --json``: one object (IDs are ints, as show and export take them)."""
+    return {"command": "search", "archive": archive, "query": query, "count": len(hits),
+            "truncated": more, "results": [h.as_dict() for h in hits]}
+
+
 @app.command("search")
 def search_cmd(
     archive: Annotated[str, typer.Argument(help="A SQLite archive (it has the full-text index).")],
@@ -107,9 +114,7 @@ def search_cmd(
         more = bool(limit) and len(hits) > limit
         hits = hits[:limit] if limit else hits
         if as_json:
-            typer.echo(json.dumps({"command": "search", "archive": archive, "query": query,
-                                   "count": len(hits), "truncated": more,
-                                   "results": [h.as_dict() for h in hits]}, ensure_ascii=False))
+            typer.echo(json.dumps(search_payload(archive, query, hits, more), ensure_ascii=False))
             return EXIT_OK
         for h in hits:
             day = (h.internaldate or h.date or "")[:10]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +164,8 @@ def _page(viewer: Viewer, template: str,
             return None, _error(viewer, request, str(exc).strip("'\""), 404)
         except MailmigrateError as exc:
             return None, _error(viewer, request, str(exc), 400)
+        except Exception as exc:  # one line, never a traceback (see _failed)
+            return None, _failed(viewer, request, exc)
 
     def html(request: Request) -> Response:
         payload, error = data(request)
@@ -190,6 +193,13 @@ def _error(viewer: Viewer, request: Request, text: str, status: int) -> Response
     if request.url.path.startswith("/api/"):
         return _secure_headers(JSONResponse({"error": text}, status_code=status))
     return viewer.render("error.html", status=status, message=text)
+
+
+def _failed(viewer: Viewer, request: Request, exc: Exception) -> Response:
+    """Anything unforeseen: a one-line error page and log line, not a traceback."""
+    text = f"cannot show {request.url.path}: {type(exc).__name__}: {exc}"
+    print(f"mailmigrate: {text}", file=sys.stderr, flush=True)
+    return _error(viewer, request, text, 500)
 
 
 def _message_bytes(viewer: Viewer, ident: str) -> tuple[int, bytes]:
@@ -230,6 +240,8 @@ def create_app(catalog: Catalog, token: str | None = None,
                 return _error(viewer, request, str(exc).strip("'\""), 404)
             except MailmigrateError as exc:
                 return _error(viewer, request, str(exc), 400)
+            except Exception as exc:
+                return _failed(viewer, request, exc)
         return run
 
     @guarded

@@ -18,6 +18,7 @@ from migrate.errors import UsageError
 from migrate.formats.reading import Reading
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # past any archive; keeps OFFSET inside SQLite's integers
 SEARCH_FIELDS = ("q", "from", "to", "subject", "since", "before", "folder", "fts")
 
 
@@ -39,7 +40,7 @@ def _row(row: Row) -> dict[str, Any]:
 def _page_number(value: str | None) -> int:
     if value is None or value == "":
         return 1
-    if not value.isdigit() or int(value) < 1:
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
         raise UsageError(f"page {value!r} is not a page number (1, 2, …)")
     return int(value)
 
@@ -130,6 +131,7 @@ def message_page(catalog: Catalog, ident: str) -> dict[str, Any]:
     except UsageError as exc:
         raise LookupError(str(exc)) from None
     reading = Reading(msg.raw)
+    has_html = reading.html() is not None
     base = message_url(number)
     attachments = []
     for item in reading.attachments():
@@ -140,8 +142,8 @@ def message_page(catalog: Catalog, ident: str) -> dict[str, Any]:
             "flags": list(msg.flags),
             "received": msg.internaldate.isoformat() if msg.internaldate else None,
             "size": msg.size, "headers": reading.headers(), "text": reading.text(),
-            "html": reading.html() is not None, "attachments": attachments,
-            "raw_url": f"{base}/raw", "body_url": f"{base}/body" if reading.html() else None}
+            "html": has_html, "attachments": attachments,
+            "raw_url": f"{base}/raw", "body_url": f"{base}/body" if has_html else None}
 
 
 def json_twin(path: str, query: str) -> str:
