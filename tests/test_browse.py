@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -30,6 +31,11 @@ ROOMS = (b"Message-ID: <rooms@browse.test>\r\nFrom: alice@example.org\r\nTo: tea
          b"Subject: =?utf-8?q?R=C3=A4ume_buchen?=\r\nMIME-Version: 1.0\r\n"
          b"Content-Type: text/html; charset=utf-8\r\n\r\n"
          b"<html><body><p>Meeting <b>room</b> booking</p></body></html>\r\n")
+# Raw 8-bit Latin-1 headers, the German case version 1 indexed as U+FFFD.
+KOELN = ("Message-ID: <koeln@browse.test>\r\nFrom: Jürgen Müller <j@example.de>\r\n"
+         "To: Empfänger <e@example.de>\r\nSubject: Grüße aus Köln\r\nMIME-Version: 1.0\r\n"
+         "Content-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n"
+         "\r\nDas Straßenfest ist abgesagt.\r\n").encode("latin-1")
 JAN = datetime(2024, 1, 15, 9, 0, tzinfo=UTC)
 JUN = datetime(2023, 6, 1, 12, 0, tzinfo=UTC)
 MAR = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
@@ -47,6 +53,7 @@ def archives(dovecot, tmp_path_factory) -> dict[str, Path]:
         append(client, "INBOX", REPORT, ("\\Flagged",), JUN)
         append(client, "Work/2024", ROOMS, (), MAR)
         append(client, "Archive", INVOICE, ("\\Seen", "$Forwarded"), JAN)
+        append(client, "Archive", KOELN, (), MAR)
     finally:
         client.logout()
     base = tmp_path_factory.mktemp("browse")
@@ -94,6 +101,34 @@ def test_search_words_columns_folders_and_dates(archives):
         {"<inv@browse.test>", "<rep@browse.test>"}
 
 
+def test_german_raw_8bit_headers_are_searchable_everywhere(archives):
+    """search, sqlite-utils search and plain SQL on the mail view find the same message."""
+    db = archives["sqlite"]
+    for words in ("Köln", "Empfänger", "Jürgen", "Straßenfest", "koln"):
+        [hit] = search(db, words)
+        assert hit["subject"] == "Grüße aus Köln" and hit["from_addr"] == \
+            "Jürgen Müller <j@example.de>", words
+    [hit] = search(db, "", "--to", "Empfänger")
+    assert hit["to_addrs"] == "Empfänger <e@example.de>"
+    done = subprocess.run(["sqlite-utils", "search", str(db), "messages", "Empfänger",
+                           "-c", "id", "-c", "subject"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    [row] = json.loads(done.stdout)
+    assert row["subject"] == "Grüße aus Köln"
+    conn = sqlite3.connect(db)
+    try:
+        # The mail view's id is the ID search prints; message_id is the content row.
+        view = conn.execute('SELECT id, folder, "from", "to", subject, flags, attachments,'
+                            " message_id FROM mail WHERE id = ?", (hit["id"],)).fetchone()
+    finally:
+        conn.close()
+    assert view == (hit["id"], "Archive", "Jürgen Müller <j@example.de>",
+                    "Empfänger <e@example.de>", "Grüße aus Köln", None, 0, row["id"])
+    shown = run_cli("show", str(db), str(hit["id"]))
+    assert "Subject: Grüße aus Köln" in shown.out and "To: Empfänger <e@example.de>" in shown.out
+
+
 def test_search_limit_and_plain_output(archives):
     db = archives["sqlite"]
     limited = run_cli("search", str(db), "", "--limit", "2", "--json").json()
@@ -116,8 +151,9 @@ def test_show_by_search_id(archives, dovecot):
     assert info["headers"]["From"] == "Bob <bob@example.org>"
     assert info["headers"]["To"] == "Carol <carol@example.net>"
     assert info["body"].strip() == "quarterly numbers attached"
-    assert info["attachments"] == [{"filename": "report.pdf", "content_type": "application/pdf",
-                                    "size": 15}]
+    assert info["id"] == hit["id"] and isinstance(info["id"], int)
+    assert info["attachments"] == [{"number": 1, "filename": "report.pdf",
+                                    "content_type": "application/pdf", "size": 15}]
     assert datetime.fromisoformat(info["internaldate"]) == JUN
     [rooms] = search(db, "room")
     text = run_cli("show", str(db), str(rooms["id"]))

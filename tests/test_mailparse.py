@@ -48,3 +48,45 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     summarize(raw)
     summarize(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n" + raw)
     summarize(b"Content-Transfer-Encoding: base64\r\n\r\n" + raw)
+
+
+def test_html_goes_through_a_parser_not_a_regex() -> None:
+    raw = (b"Subject: h\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+           b"<html><head><title>T</title><style>.x{font-family:Verdana}</style></head>"
+           b"<body><p title='a > b'>Gr&uuml;&szlig;e &amp; mehr</p><script>var secret=1</script>"
+           b"<!-- hidden comment --><p>zweiter Absatz</p></body></html>\r\n")
+    body = summarize(raw).body
+    assert body == "Grüße & mehr\n\nzweiter Absatz"
+    for hidden in ("Verdana", "secret", "hidden comment", "title", "a > b"):
+        assert hidden not in body
+
+
+def test_attachments_are_counted_and_bodies_of_files_never_indexed() -> None:
+    big = b"QUFB" * 250_000  # a 1 MB base64 attachment
+    raw = (b"Subject: files\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n"
+           b"preamble\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n"
+           b"--i\r\nContent-Type: text/plain\r\n\r\nthe text\r\n"
+           b"--i\r\nContent-Type: text/html\r\n\r\n<p>the html</p>\r\n--i--\r\n"
+           b"--o\r\nContent-Type: application/pdf; name=a.pdf\r\n"
+           b"Content-Transfer-Encoding: base64\r\n\r\n" + big + b"\r\n"
+           b"--o\r\nContent-Type: text/plain; name=notes.txt\r\n"
+           b"Content-Disposition: attachment; filename=\"=?utf-8?q?N=C3=B6tes.txt?=\"\r\n\r\n"
+           b"attached text\r\n--o\r\nContent-Type: image/png\r\nContent-ID: <img1>\r\n\r\nPNG\r\n")
+    s = summarize(raw)  # no closing boundary: the last part runs to the end
+    assert s.attachments == 3
+    assert s.body == "the text"
+    from migrate.formats import mime
+
+    parts = mime.walk(raw)
+    assert [p.content_type for p in parts] == ["text/plain", "text/html", "application/pdf",
+                                               "text/plain", "image/png"]
+    assert parts[3].filename == "Nötes.txt" and parts[4].content_id == "img1"
+    assert mime.payload(raw, parts[2]) == b"AAA" * 250_000
+    assert mime.payload(raw, parts[4]) == b"PNG\r\n"
+
+
+def test_body_text_is_capped() -> None:
+    from migrate.formats.summary import MAX_BODY_TEXT
+
+    raw = b"Subject: long\r\n\r\n" + b"word " * (MAX_BODY_TEXT // 2)
+    assert len(summarize(raw).body) == MAX_BODY_TEXT

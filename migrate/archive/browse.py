@@ -18,27 +18,20 @@ as IMAP SEARCH SINCE/BEFORE and backup's ``--since`` do.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import re
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
-from email.message import EmailMessage
 from typing import Any, Protocol, runtime_checkable
 
 from migrate.errors import UsageError
 from migrate.folders import select_folders
+from migrate.formats.reading import Reading
 from migrate.model import Folder, FolderCheckpoint, Message, MessageRef
 from migrate.stores.archive_source import ArchiveSource
 from migrate.stores.base import ArchiveReader, KeyedArchiveReader
 from migrate.stores.sqlite_archive import SqliteArchive
-
-_HTML_TAG = re.compile(r"<[^>]*>")
-_BLANKS = re.compile(r"\n{3,}")
-SHOWN_HEADERS = ("From", "To", "Cc", "Date", "Subject", "Message-ID")
 
 
 @dataclass(frozen=True)
@@ -74,6 +67,7 @@ class Hit:
     msgid: str | None
     size: int
     flags: list[str] = field(default_factory=list)
+    attachments: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +139,7 @@ def search(archive: SqliteArchive, query: SearchQuery, limit: int | None = None)
         where.append(f"f.name IN ({','.join('?' * len(chosen))})")
         params.extend(f.name for f in chosen)
     sql = ("SELECT fm.id, f.name, m.date, fm.internaldate, m.from_addr, m.to_addrs, m.subject,"
-           " m.msgid, m.size, fm.flags FROM folder_messages fm"
+           " m.msgid, m.size, fm.flags, m.attachments FROM folder_messages fm"
            " JOIN folders f ON f.id = fm.folder_id JOIN messages m ON m.id = fm.message_id"
            f"{join}{' WHERE ' + ' AND '.join(where) if where else ''} ORDER BY {order}")
     if limit is not None:
@@ -156,7 +150,8 @@ def search(archive: SqliteArchive, query: SearchQuery, limit: int | None = None)
         for row in cursor:
             yield Hit(id=int(row[0]), folder=str(row[1]), date=row[2], internaldate=row[3],
                       from_addr=row[4], to_addrs=row[5], subject=row[6], msgid=row[7],
-                      size=int(row[8]), flags=list(json.loads(row[9] or "[]")))
+                      size=int(row[8]), flags=list(json.loads(row[9] or "[]")),
+                      attachments=row[10])
     except sqlite3.OperationalError as exc:
         if "fts5" in str(exc) or "syntax" in str(exc):
             raise UsageError(f"bad search query {query.text!r} ({exc}); without --fts every word "
@@ -198,7 +193,7 @@ class FilteredArchiveSource(ArchiveSource):
 class Shown:
     """What ``show`` prints about one message."""
 
-    id: str
+    id: int
     folder: str
     flags: list[str]
     internaldate: str | None
@@ -220,12 +215,21 @@ class IdArchive(Protocol):
     def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]: ...
 
 
-def find_message(archive: object, ident: str) -> tuple[Folder, Message]:
-    """The message with archive ID ``ident``, or a UsageError that says where IDs come from."""
+def parse_id(ident: str | int) -> int:
+    """A message ID as typed (``search`` prints numbers), or a UsageError that says so."""
+    text = str(ident).strip()
+    if not text.isdigit():
+        raise UsageError(f"{ident!r} is not a message ID; IDs are the numbers in the first "
+                         "column of `mailmigrate search`")
+    return int(text)
+
+
+def find_message(archive: object, ident: str | int) -> tuple[Folder, Message]:
+    """The message with archive ID ``ident``, or a NotFound that says where IDs come from."""
     if not isinstance(archive, IdArchive):
         raise UsageError("show reads a SQLite archive or an mbox tree; this archive kind has "
                          "no message IDs")
-    key = ident.strip()
+    key = str(parse_id(ident))
     folder = archive.folder_of_key(key)
     if folder is not None:
         for msg in archive.read_messages(folder, [key]):
@@ -234,64 +238,19 @@ def find_message(archive: object, ident: str) -> tuple[Folder, Message]:
                      "of `mailmigrate search`")
 
 
-def describe(ident: str, folder: Folder, msg: Message) -> Shown:
-    """Headers, the text body and the attachment list; never fails on a malformed message."""
-    parsed = email.message_from_bytes(msg.raw, policy=email.policy.default)
-    headers: dict[str, str] = {}
-    for name in SHOWN_HEADERS:
-        try:
-            value = parsed.get(name)
-        except Exception:  # a header the parser cannot read is left out, not fatal
-            value = None
-        if value is not None:
-            headers[name] = " ".join(str(value).split())
+def describe(ident: int, folder: Folder, msg: Message) -> Shown:
+    """Headers, the text body and the attachment list; never fails on a malformed message.
+
+    Decoded as the index decodes them (:mod:`migrate.formats.reading`), so what
+    ``search`` matched is what ``show`` prints.
+    """
+    reading = Reading(msg.raw)
     return Shown(id=ident, folder=folder.name, flags=list(msg.flags),
                  internaldate=msg.internaldate.isoformat() if msg.internaldate else None,
-                 size=msg.size, headers=headers, body=body_text(parsed),
-                 attachments=attachments(parsed))
-
-
-def body_text(parsed: EmailMessage) -> str:
-    """The plain-text body, or the HTML one with its tags removed."""
-    try:
-        part = parsed.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        part = None
-    if part is None:
-        return ""
-    try:
-        text = part.get_content()
-    except Exception:
-        payload = part.get_payload(decode=True)
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-    if not isinstance(text, str):
-        return ""
-    if part.get_content_subtype() == "html":
-        text = _BLANKS.sub("\n\n", _HTML_TAG.sub("", text))
-    return text.replace("\r\n", "\n")
-
-
-def attachments(parsed: EmailMessage) -> list[dict[str, Any]]:
-    """Every part that is a file rather than the body: name, type, decoded size."""
-    try:
-        body = parsed.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        body = None
-    out: list[dict[str, Any]] = []
-    for part in parsed.walk():
-        if part.is_multipart() or part is body:
-            continue
-        try:
-            name = part.get_filename()
-        except Exception:
-            name = None
-        disposition = part.get_content_disposition()
-        if name is None and disposition != "attachment" and part.get_content_maintype() == "text":
-            continue  # an alternative text part, not a file
-        payload = part.get_payload(decode=True)
-        out.append({"filename": name, "content_type": part.get_content_type(),
-                    "size": len(payload) if isinstance(payload, bytes) else 0})
-    return out
+                 size=msg.size, headers=reading.headers(), body=reading.text(),
+                 attachments=[{"number": a.number, "filename": a.filename,
+                               "content_type": a.content_type, "size": a.size}
+                              for a in reading.attachments()])
 
 
 def render_shown(shown: Shown) -> str:
@@ -309,5 +268,5 @@ def render_shown(shown: Shown) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Hit", "SearchQuery", "Shown", "attachments", "body_text", "describe", "find_message",
-           "fts_expression", "matching_ids", "render_shown", "require_sqlite", "search"]
+__all__ = ["Hit", "SearchQuery", "Shown", "describe", "find_message", "fts_expression",
+           "matching_ids", "parse_id", "render_shown", "require_sqlite", "search"]

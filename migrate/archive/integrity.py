@@ -5,7 +5,8 @@ What is checked, per format:
 - SQLite archive: SQLite's own ``quick_check``; every stored message against
   its sha256 and size (one row in memory at a time); folder rows that point
   at no message or no folder; the full-text index against the messages
-  (every message searchable, no stale entries); messages no folder refers
+  (every message searchable, no stale entries) and FTS5's own structure
+  check; messages no folder refers
   to (orphans: kept by design when a UIDVALIDITY change detached them, so
   reported, never deleted).
 - mbox tree: the index database's ``quick_check``; every index row against
@@ -25,6 +26,7 @@ copy from a backup (or ``sqlite3 .recover``), and we say so.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ from migrate.errors import ArchiveError
 from migrate.formats import mboxrd
 from migrate.formats.summary import summarize
 from migrate.safepath import resolve_inside
+from migrate.stores import sqlite_schema
+from migrate.stores.sqlite_archive import SqliteArchive
 
 
 @dataclass
@@ -89,8 +93,33 @@ def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> Ite
         after = page[-1][0]
 
 
+def _fts_damage(path: Path, report: IntegrityReport) -> str | None:
+    """FTS5's own check of its index structure (rank 0: not against the content table,
+    which does not hold the body text the index was built from).
+
+    FTS5 runs it as an INSERT, so it needs a writable connection, inside a
+    transaction that is rolled back: nothing is written.
+    """
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        report.notes.append("full-text index structure not checked (the archive is read-only)")
+        return None
+    conn = _connect(path, repair=True)
+    try:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO messages_fts (messages_fts, rank) VALUES ('integrity-check', 0)")
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+    return None
+
+
 def check_sqlite(path: Path, repair: bool = False) -> IntegrityReport:
     report = IntegrityReport(str(path))
+    # An archive of an older schema is upgraded first, as by every command that opens it.
+    SqliteArchive(path, readonly=True).close()
     conn = _connect(path, repair)
     try:
         _quick_check(conn, path)
@@ -116,15 +145,20 @@ def check_sqlite(path: Path, repair: bool = False) -> IntegrityReport:
         if orphans:
             report.notes.append(f"{orphans} messages belong to no folder (detached by a UIDVALIDITY "
                                 "change); kept")
-        fts = {r[0] for r in conn.execute("SELECT rowid FROM messages_fts")}
+        # The index's own list of what it holds: one docsize row per indexed message (a
+        # scan of an external-content table would list the content table instead).
+        fts = {r[0] for r in conn.execute("SELECT id FROM messages_fts_docsize")}
         ids = {r[0] for r in conn.execute("SELECT id FROM messages")}
         unsearchable, stale = len(ids - fts), len(fts - ids)
         if unsearchable or stale:
             report.problems.append(f"full-text index out of step: {unsearchable} messages not "
                                    f"searchable, {stale} stale entries")
+        damage = _fts_damage(path, report)
+        if damage is not None:
+            report.problems.append(f"full-text index is damaged ({damage})")
         if repair and report.problems:
             _repair_sqlite(conn, report, [mid for mid, _ in bad], dangling,
-                           rebuild_fts=bool(unsearchable or stale or bad))
+                           rebuild_fts=bool(unsearchable or stale or bad or damage))
     finally:
         conn.close()
     return report
@@ -152,15 +186,18 @@ def _repair_sqlite(conn: sqlite3.Connection, report: IntegrityReport, bad: list[
             conn.executemany("UPDATE folders SET partial = 1, uidnext = NULL, highestmodseq = NULL"
                              " WHERE id = ?", [(f,) for f in folders])
         if rebuild_fts:
-            # A contentless FTS5 table cannot DELETE rows; 'delete-all' empties it.
+            # The index holds body text no table holds, so FTS5's 'rebuild' cannot
+            # make it; 'delete-all' empties it and every message is summarised again.
             conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('delete-all')")
             count = 0
             for mid, raw in _rows(conn, "SELECT id, raw FROM messages WHERE id > ? ORDER BY id"
                                         " LIMIT 100"):
                 info = summarize(bytes(raw))
-                conn.execute("INSERT INTO messages_fts (rowid, subject, from_addr, to_addrs, body)"
-                             " VALUES (?, ?, ?, ?, ?)", (mid, info.subject or "", info.from_addr or "",
-                                                          info.to_addrs or "", info.body))
+                conn.execute("UPDATE messages SET msgid = ?, subject = ?, from_addr = ?,"
+                             " to_addrs = ?, date = ?, attachments = ? WHERE id = ?",
+                             (info.msgid, info.subject, info.from_addr, info.to_addrs, info.date,
+                              info.attachments, mid))
+                conn.execute(sqlite_schema.INSERT_FTS, sqlite_schema.fts_row(mid, info))
                 count += 1
             report.repaired.append(f"rebuilt the full-text index ({count} messages)")
         conn.execute("COMMIT")

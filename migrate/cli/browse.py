@@ -16,10 +16,12 @@ import typer
 
 from migrate.archive.browse import (
     FilteredArchiveSource,
+    Hit,
     SearchQuery,
     describe,
     find_message,
     matching_ids,
+    parse_id,
     render_shown,
     require_sqlite,
     search,
@@ -73,6 +75,12 @@ def _short(text: str | None, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def search_payload(archive: str, query: str, hits: list[Hit], more: bool) -> dict[str, Any]:
+    """``search --json``: one object (IDs are ints, as show and export take them)."""
+    return {"command": "search", "archive": archive, "query": query, "count": len(hits),
+            "truncated": more, "results": [h.as_dict() for h in hits]}
+
+
 @app.command("search")
 def search_cmd(
     archive: Annotated[str, typer.Argument(help="A SQLite archive (it has the full-text index).")],
@@ -106,9 +114,7 @@ def search_cmd(
         more = bool(limit) and len(hits) > limit
         hits = hits[:limit] if limit else hits
         if as_json:
-            typer.echo(json.dumps({"command": "search", "archive": archive, "query": query,
-                                   "count": len(hits), "truncated": more,
-                                   "results": [h.as_dict() for h in hits]}, ensure_ascii=False))
+            typer.echo(json.dumps(search_payload(archive, query, hits, more), ensure_ascii=False))
             return EXIT_OK
         for h in hits:
             day = (h.internaldate or h.date or "")[:10]
@@ -145,7 +151,7 @@ def show_cmd(
             sys.stdout.buffer.write(msg.raw)
             sys.stdout.buffer.flush()
             return EXIT_OK
-        shown = describe(message_id.strip(), folder, msg)
+        shown = describe(parse_id(message_id), folder, msg)
         if as_json:
             typer.echo(json.dumps(shown.as_dict(), ensure_ascii=False))
         else:
@@ -211,7 +217,7 @@ def export_cmd(
                 if q.needs_index():
                     keys = {str(i) for i in matching_ids(require_sqlite(store, archive), q)}
                 if ids:
-                    wanted = {i.strip() for i in ids}
+                    wanted = {str(parse_id(i)) for i in ids}
                     keys = wanted if keys is None else keys & wanted
                 source = FilteredArchiveSource(store, identity, keys=keys, before=q.before)
             target = open_export_destination(dest, identity, dest_format, dry_run=dry_run)

@@ -44,7 +44,7 @@ def register_commands() -> None:
 # One entry per command module (``migrate/cli/*.py``); add yours here.
 COMMAND_MODULES: list[str] = ["migrate.cli.backup", "migrate.cli.drain", "migrate.cli.restore",
                               "migrate.cli.browse", "migrate.cli.jobs", "migrate.cli.auth",
-                              "migrate.cli.batch"]
+                              "migrate.cli.batch", "migrate.cli.serve"]
 
 
 def main() -> None:

@@ -1,34 +1,28 @@
-"""Searchable summary of a raw message: a few headers and its text.
+"""Searchable summary of a raw message: its headers as a client shows them, its text.
 
-Parsing is best effort and never fails a transfer: the archive keeps the raw
-bytes whatever happens here, this only feeds the index columns and the FTS.
-It is also on the hot path of every backup, so it parses as little as it can:
-the header block alone for single-part messages (whose body is decoded
-directly), and only the head of a multipart message, where text parts sit.
+A pure function of the bytes (:func:`summarize`), so it can run anywhere: on
+the backup's writer today, off the hot path later. It never fails a
+transfer: the archive keeps the raw bytes whatever happens here, this only
+feeds the index columns and the full-text index.
+
+Bounded time per message: headers are decoded by :mod:`migrate.formats.headers`;
+the MIME structure is found by :mod:`migrate.formats.mime` without parsing
+bodies; at most :data:`MAX_BODY_TEXT` characters of text are decoded, and
+HTML goes through a real parser (:mod:`migrate.formats.htmltext`) on at most
+:data:`MAX_HTML` characters.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import email
-import email.header
-import email.policy
 import email.utils
-import quopri
-import re
 from dataclasses import dataclass
-from email.message import Message as EmailMessage
+
+from migrate.formats import headers, htmltext, mime
 
 # Past this much text per message the index gains little and costs time.
 MAX_BODY_TEXT = 64 * 1024
-# How much of a multipart message the stdlib parser sees (line by line, slow).
-MAX_MULTIPART_PARSE = 128 * 1024
-
-_TAG = re.compile(rb"<[^>]*>")
-_WS = re.compile(r"\s+")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+# HTML is mostly markup: parse this much to find MAX_BODY_TEXT of text.
+MAX_HTML = 192 * 1024
 
 
 @dataclass(frozen=True)
@@ -39,93 +33,99 @@ class Summary:
     to_addrs: str | None
     date: str | None
     body: str
+    attachments: int = 0
 
 
-def _decode_header(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value)
-    try:
-        decoded = str(email.header.make_header(email.header.decode_header(text)))
-    except Exception:  # malformed encoded-words: keep the raw text
-        decoded = text
-    return _WS.sub(" ", decoded).strip()
-
-
-def _iso_date(value: str | None) -> str | None:
+def iso_date(value: str | None) -> str | None:
+    """A Date header as ISO-8601 with its offset, or None if it is no date."""
     if not value:
         return None
     try:
         parsed = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed.isoformat() if parsed is not None else None
 
 
-def _to_text(payload: bytes, charset: str | None, subtype: str) -> str:
-    if subtype == "html":
-        payload = _TAG.sub(b" ", payload)
-    try:
-        return payload.decode(charset or "utf-8", "replace")
-    except LookupError:
-        return payload.decode("utf-8", "replace")
+def header_fallback(head: object, parts: list[mime.Part]) -> str:
+    """The legacy charset for raw 8-bit headers: the message's own, as clients guess it.
+
+    The top-level Content-Type charset, else the first text part's, else
+    windows-1252.
+    """
+    declared = None
+    get_charset = getattr(head, "get_content_charset", None)
+    if get_charset is not None:
+        try:
+            declared = get_charset()
+        except Exception:
+            declared = None
+    if declared is None:
+        declared = next((p.charset for p in parts if p.maintype == "text" and p.charset), None)
+    return headers.legacy_charset(declared)
 
 
-def _part_text(part: EmailMessage) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return _to_text(payload, part.get_content_charset(), part.get_content_subtype())
+def part_text(raw: bytes, part: mime.Part, limit: int) -> str:
+    """The readable text of one text part (HTML through the parser), at most ``limit`` chars."""
+    is_html = part.subtype == "html"
+    # Twice the characters wanted: most text is one or two bytes a character.
+    data = mime.payload(raw, part, MAX_HTML if is_html else limit * 2)
+    text = headers.decode_text(data, part.charset)
+    if is_html:
+        return htmltext.html_to_text(text, limit)
+    return text[:limit]
 
 
-def _single_part_text(head: EmailMessage, body: bytes) -> str:
-    """Body text of a non-multipart message without running the full parser."""
-    if head.get_content_maintype() != "text":
-        return ""
-    body = body[: MAX_BODY_TEXT * 2]
-    cte = str(head.get("Content-Transfer-Encoding", "")).strip().lower()
-    if cte == "base64":
-        with contextlib.suppress(binascii.Error, ValueError):
-            body = base64.b64decode(body[: len(body) - len(body) % 4] or b"", validate=False)
-    elif cte == "quoted-printable":
-        body = quopri.decodestring(body)
-    return _to_text(body, head.get_content_charset(), head.get_content_subtype())
+def body_text(raw: bytes, parts: list[mime.Part], limit: int = MAX_BODY_TEXT) -> str:
+    texts: list[str] = []
+    left = limit
+    for part in mime.text_body_parts(parts):
+        if left <= 0:
+            break
+        text = part_text(raw, part, left)
+        texts.append(text)
+        left -= len(text)
+    return "\n".join(texts)[:limit]
 
 
 def summarize(raw: bytes) -> Summary:
-    """Headers and body text for indexing; tolerant of any malformed input."""
-    match = _HEADER_END.search(raw)
-    header_end, body_start = (match.start(), match.end()) if match else (len(raw), len(raw))
+    """Headers and body text for indexing; total on any input."""
     try:
-        head = email.message_from_bytes(raw[:header_end] + b"\n\n", policy=email.policy.compat32)
+        head_end, _ = mime.split_head(raw)
+        head = mime.parse_head(raw[:head_end])
     except Exception:
         return Summary(None, None, None, None, None, "")
-    body = ""
-    with contextlib.suppress(Exception):
-        if head.get_content_maintype() == "multipart":
-            msg = email.message_from_bytes(raw[:MAX_MULTIPART_PARSE], policy=email.policy.compat32)
-            parts = [p for p in msg.walk() if p.get_content_maintype() == "text"]
-            plain = [p for p in parts if p.get_content_subtype() == "plain"] or parts
-            texts: list[str] = []
-            for part in plain:
-                with contextlib.suppress(Exception):
-                    texts.append(_part_text(part))
-            body = "\n".join(texts)
-        else:
-            body = _single_part_text(head, raw[body_start:])
-    to_parts = [_decode_header(head.get(h)) for h in ("To", "Cc")]
+    try:
+        parts = mime.walk(raw, head=head)
+    except Exception:
+        parts = []
+    fallback = header_fallback(head, parts)
 
-    def header(name: str) -> str | None:
+    def field(name: str, decode: str = "text") -> str | None:
+        value = mime.raw_header(head, name)
+        if value is None:
+            return None
         try:
-            return _decode_header(head.get(name))
+            text = (headers.addresses(value, fallback) if decode == "addresses"
+                    else headers.unstructured(value, fallback))
         except Exception:
             return None
+        return text or None
 
+    try:
+        body = body_text(raw, parts)
+    except Exception:
+        body = ""
     return Summary(
-        msgid=header("Message-ID"),
-        subject=header("Subject"),
-        from_addr=header("From"),
-        to_addrs=", ".join(p for p in to_parts if p) or None,
-        date=_iso_date(header("Date")),
-        body=body[:MAX_BODY_TEXT],
+        msgid=field("Message-ID"),
+        subject=field("Subject"),
+        from_addr=field("From", "addresses"),
+        to_addrs=headers.join([field("To", "addresses"), field("Cc", "addresses")]),
+        date=iso_date(field("Date")),
+        body=body,
+        attachments=len(mime.attachment_parts(parts)),
     )
+
+
+__all__ = ["MAX_BODY_TEXT", "MAX_HTML", "Summary", "body_text", "header_fallback", "iso_date",
+           "part_text", "summarize"]

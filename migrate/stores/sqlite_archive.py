@@ -1,7 +1,8 @@
 """The embedded SQLite archive: content-addressed, browsable, crash-safe.
 
-The schema below is a public interface (README documents it; tests query it
-with plain SQL). A message and the checkpoint that says it is stored commit
+The schema (:mod:`migrate.stores.sqlite_schema`, with the upgrade of older
+archives) is a public interface (README documents it; tests query it with
+plain SQL). A message and the checkpoint that says it is stored commit
 in one transaction, so kill -9 at any instant leaves either both or neither;
 the next run re-fetches what the lost batch held. Batches, not messages, are
 committed: one fsync per batch keeps the archive fast.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,56 +22,29 @@ from migrate import clock
 from migrate.errors import ArchiveError
 from migrate.formats.summary import summarize
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
+from migrate.stores import sqlite_schema
 from migrate.stores.lock import ArchiveLock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = sqlite_schema.SCHEMA_VERSION
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS folders (
-    id INTEGER PRIMARY KEY,
-    account TEXT NOT NULL,
-    name TEXT NOT NULL,
-    delimiter TEXT,
-    special_use TEXT,
-    uidvalidity INTEGER,
-    uidnext INTEGER,
-    highestmodseq INTEGER,
-    selectable INTEGER NOT NULL DEFAULT 1,
-    partial INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (account, name)
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL,
-    raw BLOB NOT NULL,
-    msgid TEXT,
-    subject TEXT,
-    from_addr TEXT,
-    to_addrs TEXT,
-    date TEXT
-);
-CREATE INDEX IF NOT EXISTS messages_msgid ON messages (msgid);
-CREATE TABLE IF NOT EXISTS folder_messages (
-    id INTEGER PRIMARY KEY,
-    folder_id INTEGER NOT NULL REFERENCES folders (id),
-    message_id INTEGER NOT NULL REFERENCES messages (id),
-    uid INTEGER,
-    uidl TEXT,
-    flags TEXT NOT NULL DEFAULT '[]',
-    internaldate TEXT,
-    archived_at TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS folder_messages_uid
-    ON folder_messages (folder_id, uid) WHERE uid IS NOT NULL;
-CREATE UNIQUE INDEX IF NOT EXISTS folder_messages_uidl
-    ON folder_messages (folder_id, uidl) WHERE uidl IS NOT NULL;
-CREATE INDEX IF NOT EXISTS folder_messages_message ON folder_messages (message_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5 (
-    subject, from_addr, to_addrs, body, content=''
-);
-"""
+
+class UpgradeProgress:
+    """Says on stderr how the one-off reindex of an older archive advances (every 10 %)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        step = 100 if total == 0 else done * 10 // total * 10
+        if step == self.shown:
+            return
+        if self.shown < 0:
+            print(f"mailmigrate: upgrading the search index of {self.path} to schema version "
+                  f"{SCHEMA_VERSION} (once; safe to interrupt, it resumes)", file=sys.stderr)
+        self.shown = step
+        print(f"mailmigrate: reindexed {done:,} of {total:,} messages ({step} %)",
+              file=sys.stderr, flush=True)
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -84,11 +59,14 @@ class SqliteArchive:
     """A SQLite archive file; implements DestinationStore and ArchiveReader."""
 
     def __init__(
-        self, path: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False
+        self, path: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False,
+        upgrade_progress: bool = True,
     ) -> None:
         self.path = Path(path)
         self.account = account
         self.readonly = readonly
+        self.lock_wait = lock_wait
+        self.upgrade_progress = upgrade_progress
         self._lock: ArchiveLock | None = None
         self._folder_ids: dict[str, int] = {}
         if readonly:
@@ -122,35 +100,95 @@ class SqliteArchive:
                     f"archive {self.path} is not writable; fix its permissions or choose "
                     "another path"
                 )
-        uri = f"file:{self.path}?mode={'ro' if self.readonly else 'rw'}"
+        conn = self._connect(readonly=self.readonly)
         try:
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0,
-                                   check_same_thread=False)
             if not self.readonly:
-                # 16 KiB pages suit a table of message blobs (measured ~20% faster
-                # than 4 KiB); it only takes effect when the file is new.
-                conn.execute("PRAGMA page_size=16384")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=FULL")
-                conn.executescript(SCHEMA)
-                conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-            version = conn.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()
+                self._prepare(conn)
+            elif self._upgrade_due(conn):
+                # A reader of an older archive upgrades it once, then reads as usual.
+                conn.close()
+                self._upgrade_for_reader()
+                conn = self._connect(readonly=True)
+                self._upgrade_due(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        uri = f"file:{self.path}?mode={'ro' if readonly else 'rw'}"
+        try:
+            return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0,
+                                   check_same_thread=False)
         except sqlite3.DatabaseError as exc:
-            raise ArchiveError(
-                f"archive {self.path} is not a usable SQLite archive ({exc}); "
-                "restore it from a copy or choose another path"
-            ) from None
-        if version is None or int(version[0]) > SCHEMA_VERSION:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, exc: BaseException) -> ArchiveError:
+        return ArchiveError(f"archive {self.path} is not a usable SQLite archive ({exc}); "
+                            "restore it from a copy or choose another path")
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """A writer's connection: pragmas, the schema of a new file, the upgrade of an old one."""
+        try:
+            # 16 KiB pages suit a table of message blobs (measured ~20% faster
+            # than 4 KiB); it only takes effect when the file is new.
+            conn.execute("PRAGMA page_size=16384")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            has_meta = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+            if has_meta is None:
+                conn.execute("BEGIN IMMEDIATE")
+                sqlite_schema.create(conn)
+                conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise self._unusable(exc) from None
+        if self._upgrade_due(conn):
+            self._upgrade(conn)
+
+    def _upgrade_due(self, conn: sqlite3.Connection) -> bool:
+        """Whether the archive is older than this version (or mid-upgrade); refuses newer ones."""
+        try:
+            version, _ = sqlite_schema.version(conn)
+            due = sqlite_schema.needs_upgrade(conn)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise self._unusable(exc) from None
+        if version is None or version > SCHEMA_VERSION:
             raise ArchiveError(
                 f"archive {self.path} has an unknown schema version; "
                 "use a newer mailmigrate or another path"
             )
-        return conn
+        return due
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        progress = UpgradeProgress(self.path) if self.upgrade_progress else None
+        try:
+            sqlite_schema.upgrade(conn, progress)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(
+                f"cannot upgrade archive {self.path}: {exc}; free disk space or fix "
+                "permissions, then run again (the upgrade resumes where it stopped)") from None
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(exc) from None
+
+    def _upgrade_for_reader(self) -> None:
+        if not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            raise ArchiveError(
+                f"archive {self.path} was written by an older mailmigrate and its search "
+                "index must be upgraded once, which needs write access; fix its permissions "
+                "or copy it to a writable place")
+        lock = ArchiveLock(self.path.with_name(self.path.name + ".lock"), self.lock_wait)
+        lock.acquire()
+        try:
+            conn = self._connect(readonly=False)
+            try:
+                self._prepare(conn)
+            finally:
+                conn.close()
+        finally:
+            lock.release()
 
     def close(self) -> None:
         try:
@@ -251,17 +289,13 @@ class SqliteArchive:
             return int(row[0])
         info = summarize(msg.raw)
         cur = self.conn.execute(
-            "INSERT INTO messages (sha256, size, raw, msgid, subject, from_addr, to_addrs, date)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO messages (sha256, size, raw, msgid, subject, from_addr, to_addrs, date,"
+            " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (msg.sha256, msg.size, msg.raw, info.msgid, info.subject, info.from_addr,
-             info.to_addrs, info.date),
+             info.to_addrs, info.date, info.attachments),
         )
         mid = int(cur.lastrowid or 0)
-        self.conn.execute(
-            "INSERT INTO messages_fts (rowid, subject, from_addr, to_addrs, body)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (mid, info.subject or "", info.from_addr or "", info.to_addrs or "", info.body),
-        )
+        self.conn.execute(sqlite_schema.INSERT_FTS, sqlite_schema.fts_row(mid, info))
         return mid
 
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
