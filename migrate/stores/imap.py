@@ -176,6 +176,12 @@ def _quiet_close(client: imapclient.IMAPClient) -> None:
         client.shutdown()
 
 
+# What imapclient raises when a reply has a shape it cannot parse (beside its
+# ProtocolError): the connection is still in step (imaplib read the whole
+# response first), so the caller may fall back or fail that folder alone.
+REPLY_SHAPE_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError)
+
+
 def _special_use_on_request(client: imapclient.IMAPClient,
                             listed: list[tuple[Any, Any, Any]]) -> dict[Any, tuple[Any, ...]]:
     """{folder name: attributes} from ``LIST "" "*" RETURN (SPECIAL-USE)``.
@@ -196,20 +202,69 @@ def _special_use_on_request(client: imapclient.IMAPClient,
             return {}
         typ, data = client._imap._untagged_response(typ, data, "LIST")
         return {name: tuple(flags) for flags, _, name in client._proc_folder_list(data)}
-    except (OSError, IMAPClientError, ValueError):
+    except (OSError, IMAPClientError, *REPLY_SHAPE_ERRORS):
         return {}
 
 
-def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
-    """Every folder of an account (decoded, '/'-pathed), parents before children.
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def personal_namespace(client: imapclient.IMAPClient, host: str) -> tuple[str | None, str | None]:
+    """(prefix, delimiter) of the personal namespace (RFC 2342); ("", None) for none.
+
+    Cyrus and Courier answer (("INBOX." ".")), Dovecot usually (("" "/")).
+    The prefix is None when the server does not say (no NAMESPACE, or an
+    answer that cannot be parsed): :func:`list_imap_folders` then judges by
+    the listing.
+    """
+    if not client.has_capability("NAMESPACE"):
+        return None, None
+    try:
+        ns = client.namespace()
+        if not ns.personal:
+            return "", None
+        prefix, delim = ns.personal[0]
+        return _text(prefix), (_text(delim) or None)
+    except (IMAPClientAbortError, OSError) as exc:
+        raise ConnectError(f"connection to {host} lost while asking for its namespace: {exc}"
+                           ) from None
+    except (IMAPClientError, *REPLY_SHAPE_ERRORS):
+        return None, None
+
+
+def prefix_from_listing(listed: list[tuple[Any, Any, Any]]) -> str:
+    """"INBOX." when every folder is INBOX or below "INBOX." (a prefix server that
+    did not say so in a form we could read); else ""."""
+    names = [_text(name) for _, _, name in listed]
+    delims = {_text(d) for _, d, _ in listed if d}
+    below = [n for n in names if n.upper().startswith("INBOX.")]
+    if delims == {"."} and below and all(n.upper() == "INBOX" or n in below for n in names):
+        return "INBOX."
+    return ""
+
+
+def list_imap_folders(client: imapclient.IMAPClient, host: str,
+                      namespace_prefix: str | None = None, *, ask: bool = True) -> list[Folder]:
+    """Every folder of an account (decoded, '/'-pathed, relative to the personal
+    namespace), parents before children.
 
     Shared by the read side and the write side (which needs the
-    destination's folders and their special-use attributes).
+    destination's folders and their special-use attributes). The namespace
+    is asked for unless the caller did (``ask=False``; ``namespace_prefix``
+    None then means the server did not say).
     """
+    if ask and namespace_prefix is None:
+        namespace_prefix = personal_namespace(client, host)[0]
     try:
         listed = client.list_folders()
-    except (OSError, IMAPClientError) as exc:
+    except (IMAPClientAbortError, OSError) as exc:
         raise ConnectError(f"LIST failed on {host}: {exc}") from None
+    except (IMAPClientError, *REPLY_SHAPE_ERRORS) as exc:
+        raise ConnectError(f"LIST failed on {host} ({_text(exc)[:160]}); no folder can be "
+                           "read without it") from None
+    if namespace_prefix is None:
+        namespace_prefix = prefix_from_listing(listed)
     on_request = _special_use_on_request(client, listed)
     folders: dict[str, Folder] = {}
     for flags, delimiter, name in listed:
@@ -217,7 +272,7 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
                  for f in (*flags, *on_request.get(name, ()))]
         delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
         server_name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        folder = make_folder(server_name, delim, attrs)
+        folder = make_folder(server_name, delim, attrs, namespace_prefix)
         folders[folder.name] = folder
     # Parents the server did not list (some servers omit them) still shape the tree.
     for folder in list(folders.values()):
@@ -225,9 +280,11 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent not in folders and folder.delimiter:
-                server_parent = folder.delimiter.join(
-                    folder.server_name.split(folder.delimiter)[:i])
-                folders[parent] = make_folder(server_parent, folder.delimiter, ["\\Noselect"])
+                levels = folder.server_name.split(folder.delimiter)
+                depth = len(levels) - (len(parts) - i)
+                server_parent = folder.delimiter.join(levels[:depth])
+                folders[parent] = make_folder(server_parent, folder.delimiter, ["\\Noselect"],
+                                              namespace_prefix)
     return sorted(folders.values(), key=lambda f: f.name)
 
 
