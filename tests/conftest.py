@@ -52,6 +52,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Parametrise ``server`` for tests that name it (see the module docstring)."""
     if "server" not in metafunc.fixturenames:
         return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "server" in (names.split(",") if isinstance(names, str) else names):
+            return  # the test chose its servers itself (indirect=["server"])
     own = inspect.signature(metafunc.function).parameters
     marker = metafunc.definition.get_closest_marker("servers")
     if "server" not in own and marker is None:

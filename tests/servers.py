@@ -24,6 +24,7 @@ from dovecot import User
 SERVERS = ("dovecot", "cyrus")
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 # A header line's 8-bit bytes; the header ends at the first empty line.
 _EIGHT_BIT = re.compile(rb"[\x80-\xff]")
 # RFC 5322 field name: printable US-ASCII except ':', then the colon.
@@ -61,11 +62,15 @@ class MailServer(Protocol):
     def log_text(self) -> str: ...
 
 
-def stored(kind: str, raw: bytes) -> bytes | None:
+def stored(kind: str, raw: bytes, *, as_sent: bool = False) -> bytes | None:
     """What BODY[] returns after APPENDing ``raw`` to a server of ``kind``; None: refused.
 
-    Both servers normalise line ends on output (every bare CR and LF becomes
-    CRLF). Dovecot stores a NUL as 0x80 and refuses only an empty message.
+    By default ``raw`` goes through ``seeding.append`` (imaplib's APPEND, which
+    turns every CR, LF and CRLF into CRLF before sending); ``as_sent=True`` is
+    for bytes sent unchanged (``bulk_append``'s MULTIAPPEND, and mailmigrate's
+    own APPEND). Line ends: a bare LF comes back as CRLF from Dovecot and is
+    refused by Cyrus ("Message contains bare newlines"); a bare CR is kept by
+    both, except that Dovecot drops one at the very end. Dovecot stores a NUL as 0x80 and refuses only an empty message.
     Cyrus refuses a NUL, an empty message and a message with a header line
     that is not ``name:`` (a space before the colon, a body with no header;
     a first ``From `` envelope line is let through); it replaces every 8-bit
@@ -74,8 +79,15 @@ def stored(kind: str, raw: bytes) -> bytes | None:
     """
     if not raw:
         return None
-    out = _LINE_END.sub(b"\r\n", raw)
+    if as_sent:
+        if kind == "cyrus" and _BARE_LF.search(raw):
+            return None
+        out = _BARE_LF.sub(b"\r\n", raw)
+    else:
+        out = _LINE_END.sub(b"\r\n", raw)
     if kind == "dovecot":
+        if as_sent and out.endswith(b"\r"):
+            out = out[:-1]  # a lone CR at the very end is dropped
         return out.replace(b"\0", b"\x80")
     if b"\0" in out:
         return None

@@ -113,20 +113,51 @@ def test_corpus_is_stored_as_the_rule_says(server, corpus) -> None:
         assert (len(refused), len(changed)) == (8, 17), (refused, changed)
 
 
+def append_as_sent(client: IMAPClient, folder: str, raw: bytes) -> int | None:
+    """APPEND the bytes unchanged (MULTIAPPEND with LITERAL+, as mailmigrate sends them,
+    not imaplib's APPEND, which rewrites line ends); the UID, or None when refused."""
+    typ, data = client.multiappend(server_name(client, folder), [{"msg": raw, "flags": ()}])
+    if typ != "OK":
+        return None
+    return int(re.search(rb"APPENDUID \d+ (\d+)", data[0]).group(1))
+
+
+@pytest.mark.parametrize("as_sent", [False, True], ids=["imaplib", "as-sent"])
 @pytest.mark.parametrize("name", list(EDGE_CASES))
-def test_byte_edge_cases(server, name: str) -> None:
+def test_byte_edge_cases(server, name: str, as_sent: bool) -> None:
     raw, dovecot_gives = EDGE_CASES[name]
     client = imap_login(server, server.add_user())
     try:
-        expected = stored(server.kind, raw)
-        if server.kind == "dovecot":
+        expected = stored(server.kind, raw, as_sent=as_sent)
+        if server.kind == "dovecot" and not as_sent:
             assert expected == dovecot_gives  # the rule agrees with tests/test_fixture.py
-        if expected is None:
+        if as_sent:
+            uid = append_as_sent(client, "INBOX", raw)
+            assert (uid is None) == (expected is None)
+        elif expected is None:
             with pytest.raises(IMAPClient.Error):
                 append(client, "INBOX", raw, (), PAST)
+            uid = None
         else:
             uid = append(client, "INBOX", raw, (), PAST)
+        if uid is not None:
             assert fetch_all(client, "INBOX")[uid][0] == expected
+    finally:
+        client.logout()
+
+
+def test_corpus_sent_unchanged_is_stored_as_the_rule_says(server, corpus) -> None:
+    client = imap_login(server, server.add_user())
+    try:
+        uids = {path: append_as_sent(client, "INBOX", raw) for path, raw in corpus}
+        got = fetch_all(client, "INBOX")
+        for path, raw in corpus:
+            expected = stored(server.kind, raw, as_sent=True)
+            assert (uids[path] is None) == (expected is None), path
+            if uids[path] is not None:
+                assert got[uids[path]][0] == expected, path
+        refused = sum(uid is None for uid in uids.values())
+        assert refused == (0 if server.kind == "dovecot" else 8 + 98 - 2), refused
     finally:
         client.logout()
 
