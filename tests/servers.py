@@ -70,7 +70,8 @@ def stored(kind: str, raw: bytes, *, as_sent: bool = False) -> bytes | None:
     for bytes sent unchanged (``bulk_append``'s MULTIAPPEND, and mailmigrate's
     own APPEND). Line ends: a bare LF comes back as CRLF from Dovecot and is
     refused by Cyrus ("Message contains bare newlines"); a bare CR is kept by
-    both, except that Dovecot drops one at the very end. Dovecot stores a NUL as 0x80 and refuses only an empty message.
+    both, except that Dovecot drops one at the very end. Dovecot stores a NUL
+    as 0x80 and refuses only an empty message.
     Cyrus refuses a NUL, an empty message and a message with a header line
     that is not ``name:`` (a space before the colon, a body with no header;
     a first ``From `` envelope line is let through); it replaces every 8-bit

@@ -120,7 +120,8 @@ def server_by_uidl(server, user) -> dict[str, bytes]:
     client = imap_login(server, user)
     try:
         uidvalidity = client.folder_status("INBOX", ["UIDVALIDITY"])[b"UIDVALIDITY"]
-        return {uidl_of(server, uid, uidvalidity): raw for uid, (raw, _, _) in fetch_all(client, "INBOX").items()}
+        return {uidl_of(server, uid, uidvalidity): raw
+                for uid, (raw, _, _) in fetch_all(client, "INBOX").items()}
     finally:
         client.logout()
 

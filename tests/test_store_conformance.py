@@ -47,12 +47,12 @@ def listed(server) -> dict[str, Folder]:
 
 
 @pytest.fixture
-def INBOX(listed) -> Folder:  # noqa: N802 -- reads like the constant it replaced
+def INBOX(listed) -> Folder:  # reads like the constant it replaced
     return listed["INBOX"]
 
 
 @pytest.fixture
-def WORK(listed) -> Folder:  # noqa: N802
+def WORK(listed) -> Folder:
     return listed["Work/Projekt ü"]
 
 
