@@ -71,9 +71,14 @@ the rule, checked against all 222 corpus files and the byte edge cases):
 
 Bytes:
 
-* Line endings are normalised on output exactly as on Dovecot (bare LF and
-  bare CR become CRLF; no final newline is added); long lines, "From "
-  lines, trailing blanks and 8-bit BODY bytes are kept.
+* Line endings: ``append`` goes through imaplib's APPEND, which itself turns
+  every bare CR and LF into CRLF before sending (true for the Dovecot notes
+  above as well); sent unchanged (``bulk_append``, and mailmigrate's own
+  MULTIAPPEND), a bare LF is REFUSED ("Message contains bare newlines") and
+  a bare CR kept, where Dovecot serves a bare LF as CRLF and drops a lone CR
+  at the very end (``servers.stored(..., as_sent=True)``). No final newline
+  is added; long lines, "From " lines, trailing blanks and 8-bit BODY bytes
+  are kept.
 * Every 8-bit byte in the message HEADER is replaced by 'X' (``munge8bit:
   yes``, the default): "Subject: Grüße" comes back as "Subject: GrXXXXe"
   (UTF-8: one X per byte). 17 of the 222 corpus files are changed this way.
