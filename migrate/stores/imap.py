@@ -13,6 +13,7 @@ Design points that matter for fidelity and speed:
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
@@ -206,6 +207,38 @@ def _special_use_on_request(client: imapclient.IMAPClient,
         return {}
 
 
+def _number(value: Any) -> int | None:
+    """An IMAP number from a parsed reply, or None when it is not one (NIL, a word)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes | str):
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+_PARENS = re.compile(rb"\([^()]*\)")
+
+
+def lenient_search_reply(lines: Any) -> list[int] | None:
+    """UIDs from SEARCH response lines, with any "(MODSEQ n)" group set aside; None when
+    something else is there."""
+    out: list[int] = []
+    for line in lines if isinstance(lines, list | tuple) else [lines]:
+        if line is None:
+            continue
+        if not isinstance(line, bytes):
+            return None
+        for token in _PARENS.sub(b" ", line).split():
+            if not token.isdigit():
+                return None
+            out.append(int(token))
+    return out
+
+
 def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
 
@@ -261,8 +294,8 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str,
     except (IMAPClientAbortError, OSError) as exc:
         raise ConnectError(f"LIST failed on {host}: {exc}") from None
     except (IMAPClientError, *REPLY_SHAPE_ERRORS) as exc:
-        raise ConnectError(f"LIST failed on {host} ({_text(exc)[:160]}); no folder can be "
-                           "read without it") from None
+        raise FolderError(f"the folder list of {host} cannot be read ({_text(exc)[:160]}); "
+                          "nothing can be copied without it") from None
     if namespace_prefix is None:
         namespace_prefix = prefix_from_listing(listed)
     on_request = _special_use_on_request(client, listed)
@@ -330,14 +363,16 @@ class ImapSource:
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"SELECT {folder.name!r}", exc) from None
             seen = self._uidvalidity.get(folder.server_name)
-            now = info.get(b"UIDVALIDITY")
-            if seen is not None and now is not None and int(now) != seen:
+            now = _number(info.get(b"UIDVALIDITY"))
+            if seen is not None and now is not None and now != seen:
                 # UIDs from STATUS no longer name the same messages: nothing of
                 # this folder may be stored under them in this run.
                 raise FolderError(
                     f"UIDVALIDITY of folder {folder.name!r} changed during the run "
-                    f"({seen} -> {int(now)}); the folder is skipped now and "
+                    f"({seen} -> {now}); the folder is skipped now and "
                     "scanned afresh by the next run")
             self._selected = folder.server_name
 
@@ -355,6 +390,40 @@ class ImapSource:
                                   f"(server said: {reason[:160]})")
         return ConnectError(f"connection to {self.endpoint.host} lost while {what}")
 
+    def _shape(self, what: str, exc: BaseException) -> FolderError:
+        """A reply we cannot read: that folder fails alone (retrying cannot help)."""
+        return FolderError(f"{self.endpoint.host} answered {what} in a form that cannot be read "
+                           f"({type(exc).__name__}: {str(exc)[:120]}); the folder is skipped "
+                           "and tried again by the next run")
+
+    def _search(self, criteria: list[Any], folder: Folder, what: str) -> list[int]:
+        """UID SEARCH; a reply imapclient cannot parse is read leniently.
+
+        Cyrus answers a CONDSTORE search that matches nothing with
+        ``* SEARCH (MODSEQ 12)``, which RFC 7162's grammar does not allow (the
+        MODSEQ item follows at least one number) and imapclient refuses.
+        """
+        try:
+            return list(self.client.search(criteria))
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"{what} {folder.name!r}", exc) from None
+        except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
+            raise MessageError(f"cannot {what} {folder.name!r}: {exc}") from None
+        except REPLY_SHAPE_ERRORS:
+            pass
+        try:
+            data = self.client._raw_command_untagged(
+                b"SEARCH", imapclient.imapclient._normalise_search_criteria(criteria, None))
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"{what} {folder.name!r}", exc) from None
+        except IMAPClientError as exc:
+            raise MessageError(f"cannot {what} {folder.name!r}: {exc}") from None
+        uids = lenient_search_reply(data)
+        if uids is None:
+            raise self._shape(f"SEARCH in {folder.name!r}", ValueError(repr(data)[:80]))
+        return uids
+
     # -- SourceStore --------------------------------------------------------------
     def list_folders(self) -> list[Folder]:
         return list_imap_folders(self.client, self.endpoint.host)
@@ -363,6 +432,21 @@ class ImapSource:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
             items.append("HIGHESTMODSEQ")
+        st = self._status(folder, items)
+        if st is None and self.condstore:
+            st = self._status(folder, items[:3])  # the plain STATUS, without CONDSTORE
+        if st is None:
+            raise self._shape(f"STATUS {folder.name!r}", ValueError("no MESSAGES/UIDNEXT/"
+                                                                     "UIDVALIDITY"))
+        uidvalidity, uidnext, messages, modseq = st
+        self._uidvalidity[folder.server_name] = uidvalidity
+        return FolderStatus(uidvalidity=uidvalidity, uidnext=uidnext, messages=messages,
+                            highestmodseq=modseq)
+
+    def _status(self, folder: Folder, items: list[str]
+                ) -> tuple[int, int, int, int | None] | None:
+        """(UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ), or None for a reply we
+        cannot read (RFC 3501 status-att-list, RFC 7162 HIGHESTMODSEQ)."""
         try:
             st = self.client.folder_status(folder.server_name, items)
         except (IMAPClientAbortError, OSError) as exc:
@@ -370,13 +454,18 @@ class ImapSource:
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
-        modseq = st.get(b"HIGHESTMODSEQ")
-        self._uidvalidity[folder.server_name] = int(st[b"UIDVALIDITY"])
-        return FolderStatus(
-            uidvalidity=int(st[b"UIDVALIDITY"]), uidnext=int(st[b"UIDNEXT"]),
-            messages=int(st[b"MESSAGES"]),
-            highestmodseq=int(modseq) if modseq is not None else None,
-        )
+        except REPLY_SHAPE_ERRORS:
+            return None
+        if not isinstance(st, dict):
+            return None
+        values = [_number(st.get(key)) for key in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")]
+        if any(v is None for v in values):
+            return None
+        uidvalidity, uidnext, messages = (int(v or 0) for v in values)
+        modseq = _number(st.get(b"HIGHESTMODSEQ")) if "HIGHESTMODSEQ" in items else None
+        if "HIGHESTMODSEQ" in items and modseq is None:
+            return None  # asked for and unreadable: the plain STATUS decides
+        return uidvalidity, uidnext, messages, modseq
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
@@ -384,14 +473,9 @@ class ImapSource:
         criteria: list[Any] = ["UID", f"{checkpoint.last_uid + 1}:*"]
         if since is not None:
             criteria += ["SINCE", since]
-        try:
-            # A set: a server that lists a UID twice gets it fetched once.
-            uids = sorted({u for u in self.client.search(criteria) if u > checkpoint.last_uid})
-        except (IMAPClientAbortError, OSError) as exc:
-            raise self._guard(f"listing {folder.name!r}", exc) from None
-        except IMAPClientError as exc:
-            _throttled(exc, self.endpoint.host)
-            raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+        # A set: a server that lists a UID twice gets it fetched once.
+        uids = sorted({u for u in self._search(criteria, folder, "list messages of")
+                       if u > checkpoint.last_uid})
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
@@ -401,11 +485,14 @@ class ImapSource:
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
             for uid in chunk:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
-                yield MessageRef(key=str(uid), uid=uid, size=int(data.get(b"RFC822.SIZE", 0)))
+                size = _number(data.get(b"RFC822.SIZE"))
+                yield MessageRef(key=str(uid), uid=uid, size=size or 0)
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
@@ -415,9 +502,16 @@ class ImapSource:
         criteria: list[Any] = ["UID", f"1:{checkpoint.last_uid}"]
         if self.condstore and checkpoint.highestmodseq:
             # Only messages whose metadata changed since the last complete pass.
-            criteria += ["MODSEQ", str(checkpoint.highestmodseq + 1)]
+            try:
+                uids = self._search([*criteria, "MODSEQ", str(checkpoint.highestmodseq + 1)],
+                                    folder, "read flags of")
+            except FolderError:
+                # A CONDSTORE answer we cannot read: the plain way, every FLAGS.
+                uids = self._search(criteria, folder, "read flags of")
+        else:
+            uids = self._search(criteria, folder, "read flags of")
+        uids = sorted(u for u in set(uids) if u <= checkpoint.last_uid)
         try:
-            uids = sorted(u for u in self.client.search(criteria) if u <= checkpoint.last_uid)
             for start in range(0, len(uids), LIST_CHUNK):
                 data = self.client.fetch(uids[start:start + LIST_CHUNK], ["FLAGS"])
                 for uid in sorted(data):
@@ -428,6 +522,8 @@ class ImapSource:
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot read flags of {folder.name!r}: {exc}") from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise self._shape(f"FETCH FLAGS in {folder.name!r}", exc) from None
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
         self._select(folder)
@@ -445,6 +541,10 @@ class ImapSource:
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise MessageError(f"{self.endpoint.host} answered FETCH in {folder.name!r} in a form "
+                               f"that cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+                               ) from None
         finally:
             self._limit[0] = LISTING_LITERAL_LIMIT
         wanted = set(uids)
