@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
@@ -180,7 +180,7 @@ def _quiet_close(client: imapclient.IMAPClient) -> None:
 # What imapclient raises when a reply has a shape it cannot parse (beside its
 # ProtocolError): the connection is still in step (imaplib read the whole
 # response first), so the caller may fall back or fail that folder alone.
-REPLY_SHAPE_ERRORS = (ValueError, TypeError, IndexError, KeyError, AttributeError)
+REPLY_SHAPE_ERRORS = (ProtocolError, ValueError, TypeError, IndexError, KeyError, AttributeError)
 
 
 def _special_use_on_request(client: imapclient.IMAPClient,
@@ -262,7 +262,7 @@ def personal_namespace(client: imapclient.IMAPClient, host: str) -> tuple[str | 
     except (IMAPClientAbortError, OSError) as exc:
         raise ConnectError(f"connection to {host} lost while asking for its namespace: {exc}"
                            ) from None
-    except (IMAPClientError, *REPLY_SHAPE_ERRORS):
+    except (IMAPClientError, *REPLY_SHAPE_ERRORS):  # NO, BAD, or a shape we cannot read
         return None, None
 
 
@@ -360,11 +360,11 @@ class ImapSource:
                 info = self.client.select_folder(folder.server_name, readonly=True)
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"opening {folder.name!r}", exc) from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"SELECT {folder.name!r}", exc) from None
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
-            except REPLY_SHAPE_ERRORS as exc:
-                raise self._shape(f"SELECT {folder.name!r}", exc) from None
             seen = self._uidvalidity.get(folder.server_name)
             now = _number(info.get(b"UIDVALIDITY"))
             if seen is not None and now is not None and now != seen:
@@ -407,11 +407,11 @@ class ImapSource:
             return list(self.client.search(criteria))
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"{what} {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS:
+            pass
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot {what} {folder.name!r}: {exc}") from None
-        except REPLY_SHAPE_ERRORS:
-            pass
         try:
             data = self.client._raw_command_untagged(
                 b"SEARCH", imapclient.imapclient._normalise_search_criteria(criteria, None))
@@ -451,11 +451,11 @@ class ImapSource:
             st = self.client.folder_status(folder.server_name, items)
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading the status of {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS:
+            return None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
-        except REPLY_SHAPE_ERRORS:
-            return None
         if not isinstance(st, dict):
             return None
         values = [_number(st.get(key)) for key in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")]
@@ -482,11 +482,11 @@ class ImapSource:
                 sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"listing {folder.name!r}", exc) from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
-            except REPLY_SHAPE_ERRORS as exc:
-                raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
             for uid in chunk:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
@@ -519,11 +519,11 @@ class ImapSource:
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading flags of {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise self._shape(f"FETCH FLAGS in {folder.name!r}", exc) from None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot read flags of {folder.name!r}: {exc}") from None
-        except REPLY_SHAPE_ERRORS as exc:
-            raise self._shape(f"FETCH FLAGS in {folder.name!r}", exc) from None
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
         self._select(folder)
@@ -538,13 +538,13 @@ class ImapSource:
                 uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
-        except IMAPClientError as exc:
-            _throttled(exc, self.endpoint.host)
-            raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None
         except REPLY_SHAPE_ERRORS as exc:
             raise MessageError(f"{self.endpoint.host} answered FETCH in {folder.name!r} in a form "
                                f"that cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
                                ) from None
+        except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
+            raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None
         finally:
             self._limit[0] = LISTING_LITERAL_LIMIT
         wanted = set(uids)

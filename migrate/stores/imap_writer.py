@@ -649,8 +649,11 @@ class ImapDestination:
         match = _APPENDUID.search(text.encode())
         if match is None:
             return [None] * count
+        try:  # RFC 4315 append-uid; a bent one ("1:") means the UIDs are not known
+            uids = _uid_set(match.group(2))
+        except ValueError:
+            return [None] * count
         self._uidvalidity[dest] = int(match.group(1))
-        uids = _uid_set(match.group(2))
         if len(uids) != count:
             return [None] * count
         return list(uids)
