@@ -333,3 +333,21 @@ def test_dry_run_on_an_existing_archive_counts_only_new_mail(server, account, tm
     assert dry.code == 0, dry.err
     assert dry.json()["new_messages"] == 2
     assert archive_contents(archive) == before, "a dry run must not write"
+
+
+def test_new_mail_alone_is_an_incremental_run(server, account, tmp_path):
+    """The nightly case: new mail, no flag changed. The CONDSTORE flag check then matches
+    nothing, which Cyrus answers as ``* SEARCH (MODSEQ n)`` (a shape imapclient refuses):
+    the run still ends well and fetches only the new message."""
+    client = imap_login(server, account)
+    for i in range(3):
+        append(client, "INBOX", f"Subject: n{i}\r\n\r\nx\r\n".encode(), ("\\Seen",), DATES[1])
+    archive = tmp_path / "a.sqlite"
+    assert run_cli(*backup_args(server, account, archive), password=account.password).code == 0
+    append(client, "INBOX", b"Subject: tonight\r\n\r\nnew\r\n", (), DATES[2])
+    client.logout()
+    night = run_cli(*backup_args(server, account, archive, "--json"), password=account.password)
+    assert "Traceback" not in night.err, night.err
+    assert night.code == 0, night.err
+    assert night.json()["new_messages"] == 1 and night.json()["flags_updated"] == 0
+    assert_archive_matches_server(archive, server_state(server, account, ["INBOX"]))

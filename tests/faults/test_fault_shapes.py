@@ -61,7 +61,7 @@ def test_appenduid_that_cannot_be_read_still_appends_once(tmp_path):
     with HostileImap([folder(b"INBOX", "a", 4)]) as server:
         code, _, err = backup(server, source)
         assert code == 0, err
-    with HostileImap([HFolder(b"INBOX")], appenduid=b"7 1:") as dest:
+    with HostileImap([HFolder(b"INBOX")], appenduid=b"7 :4") as dest:
         url = f"imap://u@127.0.0.1:{dest.port}?tls=none"
         args = ["restore", str(source), url, "--password-env", PASSWORD_ENV, "--json",
                 "--state", str(tmp_path / "state.sqlite")]
