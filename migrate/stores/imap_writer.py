@@ -228,7 +228,9 @@ class ImapDestination:
                     self.appendlimit = int(cap.split("=", 1)[1])
         self.delimiter, ns_prefix = self._namespace()
         self.dest_folders = list_imap_folders(self.client, endpoint.host, ns_prefix, ask=False)
-        self._existing = {self._fold(f.server_name) for f in self.dest_folders}
+        # A \Noselect placeholder (the "A" Dovecot lists for "A/B") holds no mail and
+        # takes none: it counts as missing, so mail for it CREATEs it for real.
+        self._existing = {self._fold(f.server_name) for f in self.dest_folders if f.selectable}
         # Provider presets name special folders where servers announce no
         # attributes, and say what to call one that must be created here.
         hints = folder_hints(source_profile, preset_of(endpoint),
