@@ -273,8 +273,7 @@ class FolderMapper:
                              f"created as {fixed!r}")
                 level = fixed
             out.append(level)
-        relative = d.join(out)
-        server = relative
+        server = d.join(out)
         if self.namespace_prefix and server.upper() != "INBOX" and not server.startswith(
                 self.namespace_prefix):
             server = self.namespace_prefix + server

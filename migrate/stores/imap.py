@@ -293,9 +293,11 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str,
         listed = client.list_folders()
     except (IMAPClientAbortError, OSError) as exc:
         raise ConnectError(f"LIST failed on {host}: {exc}") from None
-    except (IMAPClientError, *REPLY_SHAPE_ERRORS) as exc:
+    except REPLY_SHAPE_ERRORS as exc:
         raise FolderError(f"the folder list of {host} cannot be read ({_text(exc)[:160]}); "
                           "nothing can be copied without it") from None
+    except IMAPClientError as exc:
+        raise ConnectError(f"LIST failed on {host}: {exc}") from None
     if namespace_prefix is None:
         namespace_prefix = prefix_from_listing(listed)
     on_request = _special_use_on_request(client, listed)

@@ -651,7 +651,7 @@ class ImapDestination:
         match = _APPENDUID.search(text.encode())
         if match is None:
             return [None] * count
-        try:  # RFC 4315 append-uid; a bent one ("1:") means the UIDs are not known
+        try:  # RFC 4315 append-uid; a bent one (":4") means the UIDs are not known
             uids = _uid_set(match.group(2))
         except ValueError:
             return [None] * count
