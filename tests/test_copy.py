@@ -124,7 +124,7 @@ def test_gesendet_lands_in_destination_sent(dovecot, dovecot_sent, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("server", "connections"), [("server", 1), ("server", 3), ("cyrus", 1)],
+@pytest.mark.parametrize(("server", "connections"), [("dovecot", 1), ("dovecot", 3), ("cyrus", 1)],
                          indirect=["server"])
 def test_copy_kill9_loop_ends_exactly_once(server, tmp_path, connections):
     """Also with three source connections reading while the destination is written
