@@ -107,6 +107,8 @@ def cyrus() -> Iterator[CyrusServer]:
 def server(request: pytest.FixtureRequest) -> MailServer:
     """The server this test instance runs against (``dovecot`` unless parametrised)."""
     kind = getattr(request, "param", "dovecot")
+    if kind not in SERVERS:
+        pytest.fail(f"server must be one of {SERVERS}, not {kind!r}", pytrace=False)
     chosen: MailServer = request.getfixturevalue(kind)
     return chosen
 
