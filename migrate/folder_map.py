@@ -18,8 +18,11 @@ per run and predictably, the destination folder of every source folder:
    one to create ("Gesendet" on a German GMX account); else the source's
    name is kept.
 4. The '/'-path is turned into the destination's name: its delimiter between
-   levels, its personal namespace prefix, and a level that contains the
-   delimiter gets '_' in its place (reported as a rename).
+   levels, its personal namespace prefix (source names are relative to the
+   source's, see :mod:`migrate.folders`, so "Archiv/2019" from Cyrus's
+   "INBOX.Archiv.2019" lands as "Archiv/2019" on Dovecot and the other way
+   round; INBOX stays INBOX), and a level that contains the delimiter gets
+   '_' in its place (reported as a rename).
 
 Names stay Unicode here; imapclient does the modified UTF-7 on the wire.
 """
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from fnmatch import translate
 
 from migrate.errors import UsageError
-from migrate.folders import SLASH_STANDIN
+from migrate.folders import SLASH_STANDIN, split_namespace
 from migrate.model import Folder
 
 # The special uses worth mapping: one folder per account has each.
@@ -274,8 +277,10 @@ class FolderMapper:
         if self.namespace_prefix and server.upper() != "INBOX" and not server.startswith(
                 self.namespace_prefix):
             server = self.namespace_prefix + server
-        path_out = "/".join(part.replace("/", SLASH_STANDIN) for part in server.split(d)) \
-            if d != "/" else server
+        # The path is relative to the destination's namespace, as its listing names it.
+        relative = split_namespace(server, self.namespace_prefix)[0]
+        path_out = "/".join(part.replace("/", SLASH_STANDIN) for part in relative.split(d)) \
+            if d != "/" else relative
         return Target(source=source, path=path_out, server_name=server, special_use=use,
                       note="; ".join(notes) or None)
 

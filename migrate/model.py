@@ -20,9 +20,12 @@ class Folder:
     """A folder as the archive sees it.
 
     ``name`` is the decoded Unicode path with '/' between levels whatever the
-    server's delimiter was; ``server_name`` is what the source calls it (for
-    IMAP the decoded name with the server's own delimiter), kept so that the
-    source can be asked for it again without re-deriving it.
+    server's delimiter was, relative to the server's personal namespace
+    (``Archiv/2019`` for Cyrus's ``INBOX.Archiv.2019``); ``server_name`` is
+    what the source calls it (for IMAP the decoded name with the server's own
+    delimiter and prefix), kept so that the source can be asked for it again
+    without re-deriving it. ``namespace`` is the prefix ``name`` is relative
+    to, as a '/'-path ("INBOX" there, "" where the server has none).
     """
 
     name: str
@@ -31,6 +34,15 @@ class Folder:
     special_use: str | None = None
     selectable: bool = True
     attributes: tuple[str, ...] = ()
+    namespace: str = ""
+
+    @property
+    def full_name(self) -> str:
+        """The '/'-path with the namespace prefix: how archives made before names
+        were relative recorded the folder (INBOX itself is never prefixed)."""
+        if not self.namespace or self.name.upper() == "INBOX":
+            return self.name
+        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,16 @@
-"""Shared fixtures: a private Dovecot per test session, fresh accounts per test.
+"""Shared fixtures: private Dovecot and Cyrus per test session, fresh accounts per test.
 
 * ``dovecot``: session-scoped DovecotServer, '/' separator (Maildir LAYOUT=fs).
 * ``dovecot_dot``: session-scoped, '.' separator (Maildir++); started only
   when a test asks for it.
-* ``account`` / ``account_dot``: a fresh, empty user on those servers.
+* ``cyrus``: session-scoped CyrusServer ('.' separator, personal namespace
+  "INBOX."); started only when a test asks for it.
+* ``server``: one of them, through the common interface of tests/servers.py.
+  A test that takes ``server`` as an argument runs once per server
+  (``test_x[dovecot]``, ``test_x[cyrus]``); ``@pytest.mark.servers("cyrus")``
+  narrows that. A test that gets it only through ``account``/``imap`` (or
+  that also asks for ``dovecot``) runs on Dovecot alone, as before.
+* ``account`` / ``account_dot``: a fresh, empty user on ``server`` / ``dovecot_dot``.
 * ``imap`` / ``imap_dot``: a logged-in IMAPClient for that account
   (``normalise_times = False``), logged out afterwards.
 * ``imap_proxy``: a TcpProxy in front of ``dovecot``'s plain IMAP port.
@@ -11,24 +18,55 @@
 
 Does not need pytest-xdist (we run serially); under xdist every worker would
 simply start its own server on its own free ports.  If Dovecot is not
-installed, tests that need it FAIL (not skip) with an install hint.
+installed, tests that need it FAIL (not skip) with an install hint; the same for Cyrus
+(``scripts/install-cyrus``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cyrus import CyrusServer, CyrusUnavailable
 from dovecot import DovecotServer, DovecotUnavailable, User
 from oauth_server import AuthorizationServer, IntrospectionServer
 from proxy import TcpProxy
 from seeding import corpus_messages, imap_login
+from servers import SERVERS, MailServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "servers(*kinds): run a test that takes `server` only on these servers")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``server`` for tests that name it (see the module docstring)."""
+    if "server" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0]
+        if "server" in (names.split(",") if isinstance(names, str) else names):
+            return  # the test chose its servers itself (indirect=["server"])
+    own = inspect.signature(metafunc.function).parameters
+    marker = metafunc.definition.get_closest_marker("servers")
+    if "server" not in own and marker is None:
+        return  # through account/imap only: Dovecot, unparametrised
+    kinds = tuple(marker.args) if marker is not None else SERVERS
+    if "dovecot" in metafunc.fixturenames:
+        kinds = tuple(k for k in kinds if k == "dovecot")
+    unknown = set(kinds) - set(SERVERS)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.function.__name__}: unknown servers {unknown}")
+    metafunc.parametrize("server", kinds, indirect=True)
 
 
 def _start(separator: str) -> DovecotServer:
@@ -55,9 +93,29 @@ def dovecot_dot() -> Iterator[DovecotServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def cyrus() -> Iterator[CyrusServer]:
+    try:
+        server = CyrusServer()
+    except CyrusUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server.start()
+    server.stop()
+
+
 @pytest.fixture
-def account(dovecot: DovecotServer) -> User:
-    return dovecot.add_user()
+def server(request: pytest.FixtureRequest) -> MailServer:
+    """The server this test instance runs against (``dovecot`` unless parametrised)."""
+    kind = getattr(request, "param", "dovecot")
+    if kind not in SERVERS:
+        pytest.fail(f"server must be one of {SERVERS}, not {kind!r}", pytrace=False)
+    chosen: MailServer = request.getfixturevalue(kind)
+    return chosen
+
+
+@pytest.fixture
+def account(server: MailServer) -> User:
+    return server.add_user()
 
 
 @pytest.fixture
@@ -65,7 +123,7 @@ def account_dot(dovecot_dot: DovecotServer) -> User:
     return dovecot_dot.add_user()
 
 
-def _logged_in(server: DovecotServer, user: User) -> Iterator:
+def _logged_in(server: Any, user: User) -> Iterator:
     client = imap_login(server, user)
     yield client
     with contextlib.suppress(Exception):
@@ -73,8 +131,8 @@ def _logged_in(server: DovecotServer, user: User) -> Iterator:
 
 
 @pytest.fixture
-def imap(dovecot: DovecotServer, account: User) -> Iterator:
-    yield from _logged_in(dovecot, account)
+def imap(server: MailServer, account: User) -> Iterator:
+    yield from _logged_in(server, account)
 
 
 @pytest.fixture
@@ -145,14 +203,14 @@ def corpus() -> list[tuple[str, bytes]]:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
-    """Attach the tail of the Dovecot log to reports of failed tests that used it."""
+    """Attach the tail of the server's log to reports of failed tests that used it."""
     outcome = yield
     report = outcome.get_result()
     if not report.failed:
         return
     funcargs = getattr(item, "funcargs", {})
-    for name in ("dovecot", "dovecot_dot"):
+    for name in ("dovecot", "dovecot_dot", "cyrus", "server"):
         server = funcargs.get(name)
-        if isinstance(server, DovecotServer):
+        if isinstance(server, DovecotServer | CyrusServer):
             tail = "\n".join(server.log_text().splitlines()[-40:])
             report.sections.append((f"{name} log (last 40 lines)", tail))

@@ -348,6 +348,14 @@ class DovecotServer:
     after stop() for post-mortem inspection.
     """
 
+    kind = "dovecot"
+    #: no personal namespace prefix ("namespace inbox { prefix = }")
+    namespace_prefix = ""
+    #: CREATE "A/B/C" leaves "A" and "A/B" as \\Noselect placeholders
+    noselect_parents = True
+    #: INTERNALDATE comes back in the Dovecot process's zone (its TZ), not UTC
+    internaldate_utc = False
+
     _counter = itertools.count(1)
 
     def __init__(

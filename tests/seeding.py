@@ -1,9 +1,12 @@
 r"""Seeding and inspection helpers for the test Dovecot (see tests/dovecot.py).
 
 Folder names in these helpers are Unicode paths with '/' between levels
-("A/B/C", "Forschung & Entwicklung", "日本語"); they are translated to the
-server's hierarchy delimiter (asked with LIST "" "").  IMAPClient does the
-modified UTF-7 encoding.
+("A/B/C", "Forschung & Entwicklung", "日本語"), relative to the personal
+namespace; they are translated to the server's hierarchy delimiter (asked
+with LIST "" "") and given its personal namespace prefix (asked with
+NAMESPACE: "" on Dovecot here, "INBOX." on Cyrus, so "A/B" is "INBOX.A.B"
+there; INBOX stays INBOX).  IMAPClient does the modified UTF-7 encoding.
+Works the same on every server of tests/servers.py.
 
 What Dovecot 2.3.19 (Maildir, default settings, as configured in
 tests/dovecot.py) does to APPENDed messages
@@ -59,6 +62,53 @@ Folders: CREATE "A/B/C" also makes "A" and "A/B" appear, as \Noselect
 
 POP3: UIDL is ``%08Xu%08Xv`` = 8 hex digits of the IMAP UID followed by 8 of
 UIDVALIDITY, in LOWER-case hex (Dovecot's X modifier), e.g. "000000016b090c57".
+
+What Cyrus IMAP 3.6.1 (Debian, as configured in tests/cyrus.py) does
+==================================================================
+
+Established by tests/test_servers.py (``stored`` in tests/servers.py is
+the rule, checked against all 222 corpus files and the byte edge cases):
+
+Bytes:
+
+* Line endings: ``append`` goes through imaplib's APPEND, which itself turns
+  every bare CR and LF into CRLF before sending (true for the Dovecot notes
+  above as well); sent unchanged (``bulk_append``, and mailmigrate's own
+  MULTIAPPEND), a bare LF is REFUSED ("Message contains bare newlines") and
+  a bare CR kept, where Dovecot serves a bare LF as CRLF and drops a lone CR
+  at the very end (``servers.stored(..., as_sent=True)``). No final newline
+  is added; long lines, "From " lines, trailing blanks and 8-bit BODY bytes
+  are kept.
+* Every 8-bit byte in the message HEADER is replaced by 'X' (``munge8bit:
+  yes``, the default): "Subject: Grüße" comes back as "Subject: GrXXXXe"
+  (UTF-8: one X per byte). 17 of the 222 corpus files are changed this way.
+* Refused with NO: a NUL byte ("Message contains NUL characters"), an empty
+  message ("Zero-length message literal"), and a header line that is not
+  "name:" -- a space before the colon, a body without header, a continuation
+  of nothing ("Message contains invalid header"; 8 corpus files). A first
+  mbox "From " envelope line is let through.
+
+Dates: INTERNALDATE is kept in UTC: the instant round-trips, the offset
+comes back as +0000 (APPEND "06-May-2020 07:08:09 +0200" -> "05:08:09
++0000"). A future date is kept. 1970-01-01 00:00:00 UTC is taken as "no
+date" and replaced by now; a date before 1970 is refused with BAD
+("Invalid date-time").
+
+Flags: system flags and keywords are kept; \Recent is reported first.
+
+Folders: CREATE "INBOX.A.B.C" makes INBOX.A and INBOX.A.B real, selectable
+mailboxes (no \Noselect placeholders, unlike Dovecot); DELETE of a mailbox
+with children is refused ([HASCHILDREN]). Mailboxes created in the same
+second may share a UIDVALIDITY (it is derived from the clock).
+
+Protocol: imapclient's ``multiappend`` of bare messages (no flags) sends two
+spaces between literals, which Cyrus refuses with BAD ("Missing required
+argument"), so ``bulk_append`` always sends flags. imaplib sends an APPEND
+literal and its closing CRLF in two writes; with Nagle's algorithm each such
+APPEND waits ~40 ms for Cyrus's delayed ACK, so the helpers set TCP_NODELAY.
+
+POP3: UIDL is "UIDVALIDITY.UID" in decimal (e.g. "1796119741.1"); APOP works
+(``allowapop: yes``; sasldb keeps the cleartext).
 """
 
 from __future__ import annotations
@@ -66,6 +116,7 @@ from __future__ import annotations
 import csv
 import poplib
 import re
+import socket
 import ssl as _ssl
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -75,7 +126,8 @@ from typing import TYPE_CHECKING
 from imapclient import IMAPClient
 
 if TYPE_CHECKING:
-    from dovecot import DovecotServer, User
+    from dovecot import User
+    from servers import MailServer
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CORPUS_DIR = DATA_DIR / "corpus"
@@ -86,12 +138,12 @@ FetchedMessage = tuple[bytes, tuple[bytes, ...], datetime]
 # -- connections -------------------------------------------------------------
 
 
-def tls_context(server: DovecotServer) -> _ssl.SSLContext:
+def tls_context(server: MailServer) -> _ssl.SSLContext:
     """A client SSL context that trusts only the server's throw-away CA."""
     return _ssl.create_default_context(cafile=str(server.ca_file))
 
 
-def imap_connect(server: DovecotServer, *, tls: bool = False) -> IMAPClient:
+def imap_connect(server: MailServer, *, tls: bool = False) -> IMAPClient:
     """An unauthenticated IMAPClient (plain port, or the IMAPS port if tls)."""
     if tls:
         client = IMAPClient(
@@ -100,17 +152,20 @@ def imap_connect(server: DovecotServer, *, tls: bool = False) -> IMAPClient:
     else:
         client = IMAPClient(server.host, server.imap_port, ssl=False, timeout=30)
     client.normalise_times = False
+    sock = getattr(client._imap, "sock", None)
+    if sock is not None:  # see "Protocol" above: Nagle costs 40 ms per APPEND on Cyrus
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return client
 
 
-def imap_login(server: DovecotServer, user: User, *, tls: bool = False) -> IMAPClient:
+def imap_login(server: MailServer, user: User, *, tls: bool = False) -> IMAPClient:
     """A logged-in IMAPClient with ``normalise_times = False`` (offset-aware dates)."""
     client = imap_connect(server, tls=tls)
     client.login(user.name, user.password)
     return client
 
 
-def pop3(server: DovecotServer, user: User | None = None, *, tls: str = "") -> poplib.POP3:
+def pop3(server: MailServer, user: User | None = None, *, tls: str = "") -> poplib.POP3:
     """A POP3 connection; logged in with USER/PASS if ``user`` is given.
 
     ``tls``: "" (plain), "stls" (plain port + STLS) or "pop3s" (implicit TLS).
@@ -147,15 +202,42 @@ def delimiter(client: IMAPClient) -> str:
     return cached
 
 
+def namespace_prefix(client: IMAPClient) -> str:
+    """The personal namespace prefix ("" or e.g. "INBOX."), cached on the client."""
+    cached = getattr(client, "_mm_namespace", None)
+    if cached is None:
+        cached = ""
+        if client.has_capability("NAMESPACE"):
+            personal = client.namespace().personal
+            if personal:
+                prefix = personal[0][0]
+                cached = prefix.decode() if isinstance(prefix, bytes) else str(prefix or "")
+        client._mm_namespace = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def server_name(client: IMAPClient, name: str) -> str:
-    """Translate a '/'-path to the server's delimiter ("A/B" -> "A.B" on Maildir++)."""
+    """Translate a '/'-path to the server's name ("A/B" -> "A.B" on Maildir++,
+    "INBOX.A.B" on Cyrus); INBOX stays INBOX."""
     sep = delimiter(client)
     parts = name.split("/")
     if sep != "/":
         bad = [p for p in parts if sep in p]
         if bad:
             raise ValueError(f"folder level {bad[0]!r} contains the server delimiter {sep!r}")
-    return sep.join(parts)
+    joined = sep.join(parts)
+    prefix = namespace_prefix(client)
+    if not prefix or joined.upper() == "INBOX":
+        return joined
+    return prefix + joined
+
+
+def path_name(client: IMAPClient, server: str) -> str:
+    """The '/'-path of a server's folder name (the reverse of ``server_name``)."""
+    prefix = namespace_prefix(client)
+    if prefix and server.startswith(prefix):
+        server = server[len(prefix):]
+    return server.replace(delimiter(client), "/")
 
 
 def create_folder(client: IMAPClient, name: str, *, parents: bool = False) -> str:
@@ -175,9 +257,9 @@ def create_folder(client: IMAPClient, name: str, *, parents: bool = False) -> st
 
 
 def list_folders(client: IMAPClient) -> dict[str, tuple[bytes, ...]]:
-    """All folders as {'/'-path: attribute tuple} (names translated back to '/')."""
-    sep = delimiter(client)
-    return {name.replace(sep, "/"): tuple(flags) for flags, _d, name in client.list_folders()}
+    """All folders as {'/'-path: attribute tuple} (names translated back to '/',
+    relative to the personal namespace)."""
+    return {path_name(client, name): tuple(flags) for flags, _d, name in client.list_folders()}
 
 
 # -- messages ----------------------------------------------------------------
@@ -289,7 +371,7 @@ def seed_messages(n: int, size: int | None = None, *, tag: str = "seed") -> Iter
 def bulk_append(client: IMAPClient, folder: str, messages: Sequence[bytes] | Iterable[bytes]) -> list[int]:
     """APPEND many messages (no flags, no date) and return their UIDs.
 
-    Uses MULTIAPPEND when the server offers it (Dovecot does): one command per
+    Uses MULTIAPPEND when the server offers it (both do): one command per
     100 messages.  Dovecot needs about 1 ms per message (2,000 messages: ~2 s).
     """
     msgs = list(messages)
@@ -298,7 +380,8 @@ def bulk_append(client: IMAPClient, folder: str, messages: Sequence[bytes] | Ite
         return [append(client, folder, m) for m in msgs]
     uids: list[int] = []
     for i in range(0, len(msgs), 100):
-        chunk = msgs[i : i + 100]
+        # flags always given: see "Protocol" above (Cyrus and imapclient's spacing)
+        chunk = [{"msg": m, "flags": ()} for m in msgs[i : i + 100]]
         resp = client.multiappend(target, chunk)
         m = re.search(rb"\[APPENDUID \d+ ([0-9:,]+)\]", _as_bytes(resp))
         if not m:
@@ -354,6 +437,8 @@ __all__ = [
     "imap_connect",
     "imap_login",
     "list_folders",
+    "namespace_prefix",
+    "path_name",
     "pop3",
     "seed_date",
     "seed_message",

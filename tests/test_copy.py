@@ -1,5 +1,6 @@
-"""`mailmigrate copy` IMAP -> IMAP against real Dovecots: fidelity, '.' separator, special use,
-incremental re-runs, and exactly once under kill -9."""
+"""`mailmigrate copy` IMAP -> IMAP against real servers (Dovecot, and Cyrus where the test
+takes `server`): fidelity, '.' separator, special use, incremental re-runs, and exactly once
+under kill -9."""
 
 from __future__ import annotations
 
@@ -37,31 +38,31 @@ def dovecot_sent():
     server.stop()
 
 
-def test_copy_is_exact_then_incremental(dovecot, tmp_path):
-    a, c = dovecot.add_user(), dovecot.add_user()
-    total = seed_rich_account(dovecot, a)
+def test_copy_is_exact_then_incremental(server, tmp_path):
+    a, c = server.add_user(), server.add_user()
+    total = seed_rich_account(server, a)
     env = copy_env(tmp_path, a, c)
-    first = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    first = run_cli(*copy_args(server, a, server, c, "--json"), env=env)
     assert first.code == 0, first.err
     assert first.json()["new_messages"] == total
-    assert placed(server_state(dovecot, c)) == placed(server_state(dovecot, a))
+    assert placed(server_state(server, c)) == placed(server_state(server, a))
     # A second copy changes nothing, and skips every folder after one STATUS.
-    again = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    again = run_cli(*copy_args(server, a, server, c, "--json"), env=env)
     assert again.code == 0, again.err
     assert again.json()["new_messages"] == 0
     assert all(f["unchanged"] for f in again.json()["per_folder"])
     # New mail and a flag change at the source are carried over by the next run.
-    client = imap_login(dovecot, a)
+    client = imap_login(server, a)
     append(client, "INBOX", b"Message-ID: <later@t>\r\nSubject: later\r\n\r\nx\r\n",
            ("$Later",), DATES[3])
     client.select_folder("INBOX")
     first_uid = min(client.search(["ALL"]))
     client.add_flags([first_uid], ["\\Flagged", "$Important"])
     client.logout()
-    third = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    third = run_cli(*copy_args(server, a, server, c, "--json"), env=env)
     assert third.code == 0, third.err
     assert third.json()["new_messages"] == 1 and third.json()["flags_updated"] == 1
-    assert placed(server_state(dovecot, c)) == placed(server_state(dovecot, a))
+    assert placed(server_state(server, c)) == placed(server_state(server, a))
 
 
 def test_copy_to_dot_separator_server_maps_the_tree(dovecot, dovecot_dot, tmp_path):
@@ -123,23 +124,25 @@ def test_gesendet_lands_in_destination_sent(dovecot, dovecot_sent, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("connections", [1, 3])
-def test_copy_kill9_loop_ends_exactly_once(dovecot, tmp_path, connections):
-    """Also with three source connections reading while the destination is written."""
+@pytest.mark.parametrize(("server", "connections"), [("dovecot", 1), ("dovecot", 3), ("cyrus", 1)],
+                         indirect=["server"])
+def test_copy_kill9_loop_ends_exactly_once(server, tmp_path, connections):
+    """Also with three source connections reading while the destination is written
+    (on Dovecot; Cyrus gets the one-connection loop)."""
     seed, rng = kill_seed()
-    a, c = dovecot.add_user(), dovecot.add_user()
+    a, c = server.add_user(), server.add_user()
     folders = FOLDERS
-    client = imap_login(dovecot, a)
+    client = imap_login(server, a)
     mailbox = GrowingMailbox(client, rng)
     mailbox.add(250)
     env = copy_env(tmp_path, a, c)
-    kill_loop(copy_args(dovecot, a, dovecot, c, "--quiet", "--max-connections", str(connections)),
+    kill_loop(copy_args(server, a, server, c, "--quiet", "--max-connections", str(connections)),
               env, rng, seed, lambda: mailbox.add(60))
     client.logout()
     counter = mailbox.count
-    final = run_cli(*copy_args(dovecot, a, dovecot, c, "--json"), env=env)
+    final = run_cli(*copy_args(server, a, server, c, "--json"), env=env)
     assert final.code == 0, f"seed {seed}: {final.err}"
-    source, dest = server_state(dovecot, a, folders), server_state(dovecot, c, folders)
+    source, dest = server_state(server, a, folders), server_state(server, c, folders)
     assert sum(len(v) for v in source.values()) == counter
     for name in folders:
         assert Counter(dest[name].values()) == Counter(source[name].values()), f"seed {seed}: {name}"

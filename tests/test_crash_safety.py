@@ -18,31 +18,33 @@ from test_backup import assert_archive_matches_server, server_state
 pytestmark = pytest.mark.slow
 
 
-def start_backup(dovecot, user, archive: Path) -> subprocess.Popen[bytes]:
+def start_backup(server, user, archive: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "migrate", *backup_args(dovecot, user, archive, "--quiet")],
+        [sys.executable, "-m", "migrate", *backup_args(server, user, archive, "--quiet")],
         env=cli_env(user.password), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
     )
 
 
-@pytest.mark.parametrize(("kind", "connections"),
-                         [("archive.sqlite", 1), ("tree", 1), ("archive.sqlite", 3)])
-def test_kill9_loop_ends_exactly_once(dovecot, account, tmp_path, kind, connections):
+@pytest.mark.parametrize(("server", "kind", "connections"),
+                         [("dovecot", "archive.sqlite", 1), ("dovecot", "tree", 1),
+                          ("dovecot", "archive.sqlite", 3), ("cyrus", "archive.sqlite", 1),
+                          ("cyrus", "tree", 1)], indirect=["server"])
+def test_kill9_loop_ends_exactly_once(server, account, tmp_path, kind, connections):
     """Also with three folders read at once: kills land while several connections fetch."""
     seed, rng = kill_seed()
     folders = FOLDERS
-    client = imap_login(dovecot, account)
+    client = imap_login(server, account)
     growing = GrowingMailbox(client, rng)
     growing.add(250)
     archive = tmp_path / kind
-    kill_loop(backup_args(dovecot, account, archive, "--quiet", "--max-connections", str(connections)),
+    kill_loop(backup_args(server, account, archive, "--quiet", "--max-connections", str(connections)),
               cli_env(account.password), rng, seed, lambda: growing.add(60), pause=(0.2, 1.2))
     client.logout()
     counter = growing.count
-    final = start_backup(dovecot, account, archive)
+    final = start_backup(server, account, archive)
     assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""
-    state = server_state(dovecot, account, folders)
+    state = server_state(server, account, folders)
     assert sum(len(v) for v in state.values()) == counter
     assert_archive_matches_server(archive, state)  # every uid once, bytes/flags/dates equal
     if kind == "tree":

@@ -1,4 +1,4 @@
-"""`mailmigrate restore` against the real Dovecot: fidelity, idempotence, pre-existing mail."""
+"""`mailmigrate restore` against each real server: fidelity, idempotence, pre-existing mail."""
 
 from __future__ import annotations
 
@@ -27,49 +27,49 @@ def placed(state: dict) -> dict[str, Counter]:
 
 
 @pytest.mark.parametrize("kind", ARCHIVE_KINDS)
-def test_backup_then_restore_is_exact_and_idempotent(dovecot, tmp_path, kind):
-    a, b = dovecot.add_user(), dovecot.add_user()
-    total = seed_rich_account(dovecot, a)
+def test_backup_then_restore_is_exact_and_idempotent(server, tmp_path, kind):
+    a, b = server.add_user(), server.add_user()
+    total = seed_rich_account(server, a)
     archive = tmp_path / kind
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     env = state_env(tmp_path, b.password)
-    first = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    first = run_cli(*restore_args(archive, server, b, "--json"), env=env)
     assert first.code == 0, first.err
     summary = first.json()
     assert summary["new_messages"] == total and summary["message_errors"] == []
     assert set(summary["folders_created"]) >= {"A/B/C", "Forschung & Entwicklung", "日本語"}
-    before = server_state(dovecot, a)
-    after = server_state(dovecot, b)
+    before = server_state(server, a)
+    after = server_state(server, b)
     # Every folder: the same BODY[] bytes, flags (keywords too) and INTERNALDATE instants.
     assert placed(after) == placed(before)
     assert any(len(raw) > 3_000_000 for box in after.values() for raw, _, _ in box.values())
     # A second run appends nothing and changes nothing.
-    again = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    again = run_cli(*restore_args(archive, server, b, "--json"), env=env)
     assert again.code == 0, again.err
     assert again.json()["new_messages"] == 0 and again.json()["found_on_destination"] == 0
-    assert server_state(dovecot, b) == after
+    assert server_state(server, b) == after
     # verify agrees: archive vs B, and A vs B
-    assert run_cli("verify", str(archive), imap_url(dovecot, b), "--password-env", PASSWORD_ENV,
+    assert run_cli("verify", str(archive), imap_url(server, b), "--password-env", PASSWORD_ENV,
                    env=env).code == 0
-    both = run_cli("verify", imap_url(dovecot, a), imap_url(dovecot, b), "--password-env", "PW_A",
+    both = run_cli("verify", imap_url(server, a), imap_url(server, b), "--password-env", "PW_A",
                    "--dest-password-env", PASSWORD_ENV, env={**env, "PW_A": a.password})
     assert both.code == 0, both.out + both.err
 
 
-def test_restore_skips_what_is_already_there_but_not_impostors(dovecot, tmp_path):
-    a, b = dovecot.add_user(), dovecot.add_user()
+def test_restore_skips_what_is_already_there_but_not_impostors(server, tmp_path):
+    a, b = server.add_user(), server.add_user()
     msgs = [f"Message-ID: <m{i}@t>\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode() for i in range(6)]
     nomsgid = b"Subject: no id\r\nFrom: x@y\r\n\r\nno message-id here\r\n"
-    client = imap_login(dovecot, a)
+    client = imap_login(server, a)
     create_folder(client, "Work")
     for raw in msgs:
         append(client, "Work", raw, ("\\Seen",), DATES[1])
     append(client, "Work", nomsgid, (), DATES[2])
     client.logout()
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     # B got part of it by hand earlier, plus a different message that reuses <m5@t>.
-    client = imap_login(dovecot, b)
+    client = imap_login(server, b)
     create_folder(client, "Work")
     for raw in msgs[:3]:
         append(client, "Work", raw, ("\\Seen",), DATES[1])
@@ -81,45 +81,45 @@ def test_restore_skips_what_is_already_there_but_not_impostors(dovecot, tmp_path
     append(client, "Work", impostor, (), DATES[1])
     append(client, "Work", same_size, (), DATES[1])
     client.logout()
-    result = run_cli(*restore_args(archive, dovecot, b, "--json"), env=state_env(tmp_path, b.password))
+    result = run_cli(*restore_args(archive, server, b, "--json"), env=state_env(tmp_path, b.password))
     assert result.code == 0, result.err
     assert result.json()["found_on_destination"] == 4
     assert result.json()["new_messages"] == 3
-    work = Counter(raw for raw, _, _ in server_state(dovecot, b, ["Work"])["Work"].values())
+    work = Counter(raw for raw, _, _ in server_state(server, b, ["Work"])["Work"].values())
     assert work == Counter([*msgs, nomsgid, impostor, same_size])
 
 
-def test_dry_run_lists_folders_and_counts_and_changes_nothing(dovecot, tmp_path):
-    a, b = dovecot.add_user(), dovecot.add_user()
-    client = imap_login(dovecot, a)
+def test_dry_run_lists_folders_and_counts_and_changes_nothing(server, tmp_path):
+    a, b = server.add_user(), server.add_user()
+    client = imap_login(server, a)
     create_folder(client, "Projects/2024", parents=True)
     for i in range(3):
         append(client, "Projects/2024", f"Subject: p{i}\r\n\r\nx\r\n".encode(), (), DATES[1])
     append(client, "INBOX", b"Subject: i\r\n\r\nx\r\n", (), DATES[1])
     client.logout()
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     env = state_env(tmp_path, b.password)
-    dry = run_cli(*restore_args(archive, dovecot, b, "--dry-run"), env=env)
+    dry = run_cli(*restore_args(archive, server, b, "--dry-run"), env=env)
     assert dry.code == 0, dry.err
     assert "create folder Projects/2024" in dry.out
     assert "append 3 messages" in dry.out and "total: 4 messages" in dry.out
-    as_json = run_cli(*restore_args(archive, dovecot, b, "--dry-run", "--json"), env=env).json()
+    as_json = run_cli(*restore_args(archive, server, b, "--dry-run", "--json"), env=env).json()
     assert as_json["dry_run"] and as_json["new_messages"] == 4
     assert "Projects/2024" in as_json["folders_to_create"]
-    assert "Projects/2024" not in server_state(dovecot, b)
+    assert "Projects/2024" not in server_state(server, b)
     assert not (tmp_path / "xdg-state").exists() or not any((tmp_path / "xdg-state").rglob("*.sqlite"))
 
 
-def test_state_file_is_private_and_holds_no_secret(dovecot, tmp_path):
-    a, b = dovecot.add_user(), dovecot.add_user()
-    client = imap_login(dovecot, a)
+def test_state_file_is_private_and_holds_no_secret(server, tmp_path):
+    a, b = server.add_user(), server.add_user()
+    client = imap_login(server, a)
     append(client, "INBOX", b"Message-ID: <s@t>\r\nSubject: s\r\n\r\nx\r\n", (), DATES[1])
     client.logout()
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     state = tmp_path / "job" / "state.sqlite"
-    result = run_cli(*restore_args(archive, dovecot, b, "--state", str(state)),
+    result = run_cli(*restore_args(archive, server, b, "--state", str(state)),
                      env=state_env(tmp_path, b.password))
     assert result.code == 0, result.err
     assert state.stat().st_mode & 0o777 == 0o600
@@ -153,12 +153,12 @@ def _grow_archive(path: Path, folders: list[str], start: int, n: int, rng) -> in
 
 
 @pytest.mark.slow
-def test_restore_kill9_loop_ends_exactly_once(dovecot, tmp_path):
+def test_restore_kill9_loop_ends_exactly_once(server, tmp_path):
     from cli_helpers import sqlite_folder_contents
     from killloop import FOLDERS, kill_loop, kill_seed
 
     seed, rng = kill_seed()
-    b = dovecot.add_user()
+    b = server.add_user()
     folders = FOLDERS
     archive = tmp_path / "big.sqlite"
     next_number = [_grow_archive(archive, folders, 1, 300, rng)]
@@ -167,32 +167,32 @@ def test_restore_kill9_loop_ends_exactly_once(dovecot, tmp_path):
         next_number[0] = _grow_archive(archive, folders, next_number[0], 60, rng)
 
     env = state_env(tmp_path, b.password)
-    kill_loop(restore_args(archive, dovecot, b, "--quiet"), env, rng, seed, grow)
+    kill_loop(restore_args(archive, server, b, "--quiet"), env, rng, seed, grow)
     counter = next_number[0]
-    final = run_cli(*restore_args(archive, dovecot, b, "--json"), env=env)
+    final = run_cli(*restore_args(archive, server, b, "--json"), env=env)
     assert final.code == 0, f"seed {seed}: {final.err}"
     archived = sqlite_folder_contents(archive)
-    dest = server_state(dovecot, b, folders)
+    dest = server_state(server, b, folders)
     assert sum(len(v) for v in archived.values()) == counter - 1
     for name in folders:
         want = Counter((raw, tuple(sorted(flags)), idate) for raw, flags, idate in archived[name].values())
         assert Counter(dest[name].values()) == want, f"seed {seed}: {name}"
 
 
-def test_in_doubt_appends_are_looked_up_not_repeated(dovecot, tmp_path):
+def test_in_doubt_appends_are_looked_up_not_repeated(server, tmp_path):
     """The two crash windows, made deterministic by editing the state file between runs."""
-    a, b = dovecot.add_user(), dovecot.add_user()
-    client = imap_login(dovecot, a)
+    a, b = server.add_user(), server.add_user()
+    client = imap_login(server, a)
     msgs = [f"Message-ID: <d{i}@t>\r\nSubject: d{i}\r\n\r\nbody {i}\r\n".encode() for i in range(5)]
     twins = [b"Subject: twin\r\n\r\nsame bytes twice\r\n"] * 2  # no Message-ID, identical
     for raw in [*msgs, *twins]:
         append(client, "INBOX", raw, ("\\Seen",), DATES[1])
     client.logout()
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     state = tmp_path / "state.sqlite"
     env = state_env(tmp_path, b.password)
-    args = restore_args(archive, dovecot, b, "--state", str(state), "--json")
+    args = restore_args(archive, server, b, "--state", str(state), "--json")
     assert run_cli(*args, env=env).json()["new_messages"] == 7
     # Window 1: APPENDed but killed before "done" was recorded.
     conn = sqlite3.connect(state)
@@ -201,12 +201,12 @@ def test_in_doubt_appends_are_looked_up_not_repeated(dovecot, tmp_path):
     again = run_cli(*args, env=env)
     assert again.code == 0, again.err
     assert again.json()["new_messages"] == 0 and again.json()["in_doubt_resolved"] == 7
-    inbox = server_state(dovecot, b, ["INBOX"])["INBOX"]
+    inbox = server_state(server, b, ["INBOX"])["INBOX"]
     assert Counter(raw for raw, _, _ in inbox.values()) == Counter([*msgs, *twins])
     assert conn.execute("SELECT COUNT(DISTINCT dest_uid) FROM placements WHERE state = 'done'"
                         ).fetchone()[0] == 7
     # Window 2: "in doubt" committed, killed before the APPEND reached the server.
-    client = imap_login(dovecot, b)
+    client = imap_login(server, b)
     client.select_folder("INBOX")
     gone = sorted(client.search(["ALL"]))[:2]
     client.delete_messages(gone)
@@ -219,5 +219,5 @@ def test_in_doubt_appends_are_looked_up_not_repeated(dovecot, tmp_path):
     third = run_cli(*args, env=env)
     assert third.code == 0, third.err
     assert third.json()["new_messages"] == 2
-    inbox = server_state(dovecot, b, ["INBOX"])["INBOX"]
+    inbox = server_state(server, b, ["INBOX"])["INBOX"]
     assert Counter(raw for raw, _, _ in inbox.values()) == Counter([*msgs, *twins])

@@ -1,7 +1,10 @@
 """One conformance suite for every archive store (restic/borg style).
 
 Each store is driven through the DestinationStore/ArchiveReader protocols
-only, so a new store is proven by the same assertions as the old ones.
+only, so a new store is proven by the same assertions as the old ones. The
+folders the stores are given come from a real listing of each test server
+(Dovecot: no namespace prefix, '/'; Cyrus: "INBOX." and '.'), as a backup
+hands them over.
 """
 
 from __future__ import annotations
@@ -11,11 +14,15 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from seeding import create_folder, imap_login
 
 from migrate.errors import ArchiveLockedError
 from migrate.model import FlagChange, Folder, FolderStatus, Message, MessageRef
+from migrate.stores.imap import list_imap_folders
 from migrate.stores.mbox_archive import MboxArchive
 from migrate.stores.sqlite_archive import SqliteArchive
+
+pytestmark = pytest.mark.servers("dovecot", "cyrus")
 
 Opener = Callable[..., object]
 
@@ -24,10 +31,29 @@ STORES: dict[str, Callable[[Path, float], object]] = {
     "mbox-tree": lambda p, wait: MboxArchive(p / "tree", lock_wait=wait),
 }
 
-INBOX = Folder(name="INBOX", server_name="INBOX", delimiter="/")
-WORK = Folder(name="Work/Projekt ü", server_name="Work/Projekt ü", delimiter="/",
-              special_use=None)
 TZ = timezone(timedelta(hours=-5))
+
+
+@pytest.fixture
+def listed(server) -> dict[str, Folder]:
+    """{name: Folder} as this server lists a small tree (INBOX, Work/Projekt ü, specials)."""
+    user = server.add_user()
+    client = imap_login(server, user)
+    try:
+        create_folder(client, "Work/Projekt ü")  # Dovecot: "Work" a \Noselect placeholder
+        return {f.name: f for f in list_imap_folders(client, server.host)}
+    finally:
+        client.logout()
+
+
+@pytest.fixture
+def INBOX(listed) -> Folder:  # reads like the constant it replaced
+    return listed["INBOX"]
+
+
+@pytest.fixture
+def WORK(listed) -> Folder:
+    return listed["Work/Projekt ü"]
 
 
 def msg(uid: int, body: bytes = b"", flags: tuple[str, ...] = ()) -> Message:
@@ -55,7 +81,7 @@ def status(uidvalidity: int | None = 7, uidnext: int = 10, modseq: int | None = 
                         highestmodseq=modseq)
 
 
-def test_checkpoint_tracks_last_uid_and_finish(open_store) -> None:
+def test_checkpoint_tracks_last_uid_and_finish(open_store, INBOX) -> None:
     store = open_store()
     cp = store.checkpoint(INBOX, status())
     assert (cp.last_uid, cp.uidnext, cp.highestmodseq) == (0, None, None)
@@ -68,7 +94,7 @@ def test_checkpoint_tracks_last_uid_and_finish(open_store) -> None:
     assert store.checkpoint(INBOX, status()).partial is True
 
 
-def test_messages_are_not_stored_twice_and_missing_filters(open_store) -> None:
+def test_messages_are_not_stored_twice_and_missing_filters(open_store, INBOX) -> None:
     store = open_store()
     store.checkpoint(INBOX, status())
     assert store.add_messages(INBOX, [msg(1), msg(2)]) == 2
@@ -77,7 +103,7 @@ def test_messages_are_not_stored_twice_and_missing_filters(open_store) -> None:
     assert [r.uid for r in store.missing(INBOX, refs)] == [4]
 
 
-def test_round_trip_is_exact_with_flags_and_dates(open_store) -> None:
+def test_round_trip_is_exact_with_flags_and_dates(open_store, WORK) -> None:
     store = open_store()
     bodies = [b"", b"no final newline", b"From here\n>From there\r\n.\r\n", bytes(range(256)),
               b"Subject: lf only\n\nbody\n", b"Subject: crlf\r\n\r\nbody\r\n" * 500]
@@ -94,7 +120,7 @@ def test_round_trip_is_exact_with_flags_and_dates(open_store) -> None:
     assert count == len(bodies) and size == sum(len(b or b"x") for b in bodies)
 
 
-def test_flag_updates(open_store) -> None:
+def test_flag_updates(open_store, INBOX) -> None:
     store = open_store()
     store.checkpoint(INBOX, status())
     store.add_messages(INBOX, [msg(1, flags=("\\Seen",)), msg(2)])
@@ -105,7 +131,7 @@ def test_flag_updates(open_store) -> None:
                                                                    2: ("\\Flagged",)}
 
 
-def test_uidvalidity_change_reattaches_without_duplicates(open_store) -> None:
+def test_uidvalidity_change_reattaches_without_duplicates(open_store, INBOX) -> None:
     store = open_store()
     store.checkpoint(INBOX, status(uidvalidity=1))
     store.add_messages(INBOX, [msg(1), msg(2)])
@@ -120,7 +146,7 @@ def test_uidvalidity_change_reattaches_without_duplicates(open_store) -> None:
     assert [c for f, c, _ in store.folder_summary() if f.name == "INBOX"] == [3]
 
 
-def test_uidless_messages_keyed_by_uidl_with_archived_at(open_store) -> None:
+def test_uidless_messages_keyed_by_uidl_with_archived_at(open_store, INBOX) -> None:
     store = open_store()
     store.checkpoint(INBOX, FolderStatus(uidvalidity=None, uidnext=None, messages=2))
     pop = [Message(key=f"uidl-{i}", raw=f"Subject: {i}\r\n\r\nx\r\n".encode()) for i in range(2)]
@@ -140,12 +166,67 @@ def test_second_writer_is_refused(open_store) -> None:
         open_store(wait=0.2)
 
 
-def test_folders_keep_special_use_and_noselect(open_store) -> None:
+def test_folders_keep_names_special_use_and_parents(server, open_store, listed) -> None:
+    """Every listed folder comes back under the same name, relative to the server's
+    namespace (Cyrus's INBOX.Work is "Work"), with its special use and selectability."""
     store = open_store()
-    sent = Folder(name="Gesendet", server_name="Gesendet", delimiter="/", special_use="\\Sent")
-    parent = Folder(name="A", server_name="A", delimiter="/", selectable=False)
-    for folder in (sent, parent):
+    for folder in listed.values():
         store.checkpoint(folder, FolderStatus(uidvalidity=None, uidnext=None, messages=0))
-    listed = {f.name: f for f in store.list_folders()}
-    assert listed["Gesendet"].special_use == "\\Sent"
-    assert listed["A"].selectable is False
+    back = {f.name: f for f in store.list_folders()}
+    assert set(back) == set(listed) == {"INBOX", "Work", "Work/Projekt ü", *server.special_use}
+    assert back["Gesendet"].special_use == "\\Sent"
+    assert back["Work"].selectable is not server.noselect_parents
+    assert listed["Work"].namespace == ("INBOX" if server.namespace_prefix else "")
+    assert listed["Work/Projekt ü"].full_name == (
+        "INBOX/Work/Projekt ü" if server.namespace_prefix else "Work/Projekt ü")
+
+
+def _forget_marker(tmp_path: Path) -> None:
+    """Make an archive look as if made before folder names were namespace-relative."""
+    import sqlite3
+
+    from migrate.folders import NAMES_KEY
+
+    for db in (tmp_path / "a.sqlite", tmp_path / "tree" / ".mailmigrate" / "index.sqlite"):
+        if db.exists():
+            conn = sqlite3.connect(db)
+            with conn:
+                conn.execute("DELETE FROM meta WHERE key = ?", (NAMES_KEY,))
+            conn.close()
+
+
+@pytest.mark.servers("cyrus")
+def test_a_legacy_archive_keeps_its_prefixed_names(open_store, listed, tmp_path) -> None:
+    """An archive from before holds Cyrus's folders as "INBOX/Work/...": a backup goes on
+    in those same folders (nothing fetched twice), readers see relative names."""
+    work = listed["Work/Projekt ü"]
+    old = [Folder(name=f.full_name, server_name=f.server_name, delimiter=f.delimiter,
+                  special_use=f.special_use, selectable=f.selectable) for f in listed.values()]
+    store = open_store()
+    for folder in old:
+        store.checkpoint(folder, status())
+    store.add_messages(next(f for f in old if f.name == work.full_name), [msg(1), msg(2)])
+    store.close()
+    _forget_marker(tmp_path)
+    store = open_store()
+    assert store.checkpoint(work, status()).last_uid == 2  # the old row, found by full name
+    assert store.add_messages(work, [msg(2), msg(3)]) == 1
+    back = {f.name: f for f in store.list_folders()}
+    assert set(back) == set(listed)
+    assert sorted(m.uid for m in store.iter_messages(back["Work/Projekt ü"])) == [1, 2, 3]
+    store.close()
+    # An archive from before that holds no prefixed name is simply marked.
+    for name in ("a.sqlite", "tree"):
+        path = tmp_path / name
+        if path.is_dir():
+            import shutil
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    store = open_store()
+    store.checkpoint(Folder(name="Plain", server_name="Plain"), status())
+    store.close()
+    _forget_marker(tmp_path)
+    store = open_store()
+    store.checkpoint(work, status())
+    assert {f.name for f in store.list_folders()} == {"Plain", "Work/Projekt ü"}

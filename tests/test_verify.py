@@ -13,15 +13,15 @@ def msg(i: int) -> bytes:
     return f"Message-ID: <v{i}@t>\r\nSubject: v{i}\r\n\r\nbody {i}\r\n".encode()
 
 
-def test_verify_archive_against_server_reports_missing_and_extra(dovecot, tmp_path):
-    a = dovecot.add_user()
-    client = imap_login(dovecot, a)
+def test_verify_archive_against_server_reports_missing_and_extra(server, tmp_path):
+    a = server.add_user()
+    client = imap_login(server, a)
     create_folder(client, "Work")
     uids = [append(client, "INBOX", msg(i), (), DATES[1]) for i in range(3)]
     append(client, "Work", msg(9), (), DATES[1])
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
-    args = ["verify", str(archive), imap_url(dovecot, a), "--password-env", PASSWORD_ENV]
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
+    args = ["verify", str(archive), imap_url(server, a), "--password-env", PASSWORD_ENV]
     same = run_cli(*args, password=a.password)
     assert same.code == 0, same.out + same.err
     assert "OK    INBOX: 3 messages" in same.out and "all folders match" in same.out
@@ -43,17 +43,17 @@ def test_verify_archive_against_server_reports_missing_and_extra(dovecot, tmp_pa
     assert data["equal"] is False and data["folders_differing"] == 2
 
 
-def test_verify_two_servers_reports_extra_folder(dovecot, tmp_path):
-    a, b = dovecot.add_user(), dovecot.add_user()
+def test_verify_two_servers_reports_extra_folder(server, tmp_path):
+    a, b = server.add_user(), server.add_user()
     for user in (a, b):
-        client = imap_login(dovecot, user)
+        client = imap_login(server, user)
         append(client, "INBOX", msg(1), ("\\Seen",), DATES[1])
         client.logout()
     env = cli_env(b.password, PW_A=a.password)
-    args = ["verify", imap_url(dovecot, a), imap_url(dovecot, b), "--password-env", "PW_A",
+    args = ["verify", imap_url(server, a), imap_url(server, b), "--password-env", "PW_A",
             "--dest-password-env", PASSWORD_ENV]
     assert run_cli(*args, env=env).code == 0
-    client = imap_login(dovecot, b)
+    client = imap_login(server, b)
     create_folder(client, "Stray")
     append(client, "Stray", msg(2), (), DATES[1])
     client.logout()
@@ -61,14 +61,14 @@ def test_verify_two_servers_reports_extra_folder(dovecot, tmp_path):
     assert diff.code == 1 and "EXTRA Stray: 1 messages only on the second side" in diff.out
 
 
-def test_verify_archive_alone_checks_every_hash(dovecot, tmp_path):
-    a = dovecot.add_user()
-    client = imap_login(dovecot, a)
+def test_verify_archive_alone_checks_every_hash(server, tmp_path):
+    a = server.add_user()
+    client = imap_login(server, a)
     for i in range(4):
         append(client, "INBOX", msg(i), (), DATES[1])
     client.logout()
     archive = tmp_path / "a.sqlite"
-    assert run_cli(*backup_args(dovecot, a, archive), password=a.password).code == 0
+    assert run_cli(*backup_args(server, a, archive), password=a.password).code == 0
     ok = run_cli("verify", str(archive))
     assert ok.code == 0 and "4 messages read" in ok.out
     conn = sqlite3.connect(archive)

@@ -137,7 +137,7 @@ def search(archive: SqliteArchive, query: SearchQuery, limit: int | None = None)
         if not chosen:
             return
         where.append(f"f.name IN ({','.join('?' * len(chosen))})")
-        params.extend(f.name for f in chosen)
+        params.extend(archive.row_name(f) for f in chosen)
     sql = ("SELECT fm.id, f.name, m.date, fm.internaldate, m.from_addr, m.to_addrs, m.subject,"
            " m.msgid, m.size, fm.flags, m.attachments FROM folder_messages fm"
            " JOIN folders f ON f.id = fm.folder_id JOIN messages m ON m.id = fm.message_id"

@@ -13,13 +13,14 @@ Design points that matter for fidelity and speed:
 from __future__ import annotations
 
 import contextlib
+import re
 import ssl
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import imapclient
-from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
@@ -176,6 +177,12 @@ def _quiet_close(client: imapclient.IMAPClient) -> None:
         client.shutdown()
 
 
+# What imapclient raises when a reply has a shape it cannot parse (beside its
+# ProtocolError): the connection is still in step (imaplib read the whole
+# response first), so the caller may fall back or fail that folder alone.
+REPLY_SHAPE_ERRORS = (ProtocolError, ValueError, TypeError, IndexError, KeyError, AttributeError)
+
+
 def _special_use_on_request(client: imapclient.IMAPClient,
                             listed: list[tuple[Any, Any, Any]]) -> dict[Any, tuple[Any, ...]]:
     """{folder name: attributes} from ``LIST "" "*" RETURN (SPECIAL-USE)``.
@@ -196,20 +203,103 @@ def _special_use_on_request(client: imapclient.IMAPClient,
             return {}
         typ, data = client._imap._untagged_response(typ, data, "LIST")
         return {name: tuple(flags) for flags, _, name in client._proc_folder_list(data)}
-    except (OSError, IMAPClientError, ValueError):
+    except (OSError, IMAPClientError, *REPLY_SHAPE_ERRORS):
         return {}
 
 
-def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
-    """Every folder of an account (decoded, '/'-pathed), parents before children.
+def _number(value: Any) -> int | None:
+    """An IMAP number from a parsed reply, or None when it is not one (NIL, a word)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, bytes | str):
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+_PARENS = re.compile(rb"\([^()]*\)")
+
+
+def lenient_search_reply(lines: Any) -> list[int] | None:
+    """UIDs from SEARCH response lines, with any "(MODSEQ n)" group set aside; None when
+    something else is there."""
+    out: list[int] = []
+    for line in lines if isinstance(lines, list | tuple) else [lines]:
+        if line is None:
+            continue
+        if not isinstance(line, bytes):
+            return None
+        for token in _PARENS.sub(b" ", line).split():
+            if not token.isdigit():
+                return None
+            out.append(int(token))
+    return out
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value or "")
+
+
+def personal_namespace(client: imapclient.IMAPClient, host: str) -> tuple[str | None, str | None]:
+    """(prefix, delimiter) of the personal namespace (RFC 2342); ("", None) for none.
+
+    Cyrus and Courier answer (("INBOX." ".")), Dovecot usually (("" "/")).
+    The prefix is None when the server does not say (no NAMESPACE, or an
+    answer that cannot be parsed): :func:`list_imap_folders` then judges by
+    the listing.
+    """
+    if not client.has_capability("NAMESPACE"):
+        return None, None
+    try:
+        ns = client.namespace()
+        if not ns.personal:
+            return "", None
+        prefix, delim = ns.personal[0]
+        return _text(prefix), (_text(delim) or None)
+    except (IMAPClientAbortError, OSError) as exc:
+        raise ConnectError(f"connection to {host} lost while asking for its namespace: {exc}"
+                           ) from None
+    except (IMAPClientError, *REPLY_SHAPE_ERRORS):  # NO, BAD, or a shape we cannot read
+        return None, None
+
+
+def prefix_from_listing(listed: list[tuple[Any, Any, Any]]) -> str:
+    """"INBOX." when every folder is INBOX or below "INBOX." (a prefix server that
+    did not say so in a form we could read); else ""."""
+    names = [_text(name) for _, _, name in listed]
+    delims = {_text(d) for _, d, _ in listed if d}
+    below = [n for n in names if n.upper().startswith("INBOX.")]
+    if delims == {"."} and below and all(n.upper() == "INBOX" or n in below for n in names):
+        return "INBOX."
+    return ""
+
+
+def list_imap_folders(client: imapclient.IMAPClient, host: str,
+                      namespace_prefix: str | None = None, *, ask: bool = True) -> list[Folder]:
+    """Every folder of an account (decoded, '/'-pathed, relative to the personal
+    namespace), parents before children.
 
     Shared by the read side and the write side (which needs the
-    destination's folders and their special-use attributes).
+    destination's folders and their special-use attributes). The namespace
+    is asked for unless the caller did (``ask=False``; ``namespace_prefix``
+    None then means the server did not say).
     """
+    if ask and namespace_prefix is None:
+        namespace_prefix = personal_namespace(client, host)[0]
     try:
         listed = client.list_folders()
-    except (OSError, IMAPClientError) as exc:
+    except (IMAPClientAbortError, OSError) as exc:
         raise ConnectError(f"LIST failed on {host}: {exc}") from None
+    except REPLY_SHAPE_ERRORS as exc:
+        raise FolderError(f"the folder list of {host} cannot be read ({_text(exc)[:160]}); "
+                          "nothing can be copied without it") from None
+    except IMAPClientError as exc:
+        raise ConnectError(f"LIST failed on {host}: {exc}") from None
+    if namespace_prefix is None:
+        namespace_prefix = prefix_from_listing(listed)
     on_request = _special_use_on_request(client, listed)
     folders: dict[str, Folder] = {}
     for flags, delimiter, name in listed:
@@ -217,7 +307,7 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
                  for f in (*flags, *on_request.get(name, ()))]
         delim = delimiter.decode() if isinstance(delimiter, bytes) else delimiter
         server_name = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
-        folder = make_folder(server_name, delim, attrs)
+        folder = make_folder(server_name, delim, attrs, namespace_prefix)
         folders[folder.name] = folder
     # Parents the server did not list (some servers omit them) still shape the tree.
     for folder in list(folders.values()):
@@ -225,9 +315,11 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str) -> list[Folder]:
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent not in folders and folder.delimiter:
-                server_parent = folder.delimiter.join(
-                    folder.server_name.split(folder.delimiter)[:i])
-                folders[parent] = make_folder(server_parent, folder.delimiter, ["\\Noselect"])
+                levels = folder.server_name.split(folder.delimiter)
+                depth = len(levels) - (len(parts) - i)
+                server_parent = folder.delimiter.join(levels[:depth])
+                folders[parent] = make_folder(server_parent, folder.delimiter, ["\\Noselect"],
+                                              namespace_prefix)
     return sorted(folders.values(), key=lambda f: f.name)
 
 
@@ -270,17 +362,19 @@ class ImapSource:
                 info = self.client.select_folder(folder.server_name, readonly=True)
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"opening {folder.name!r}", exc) from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"SELECT {folder.name!r}", exc) from None
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
             seen = self._uidvalidity.get(folder.server_name)
-            now = info.get(b"UIDVALIDITY")
-            if seen is not None and now is not None and int(now) != seen:
+            now = _number(info.get(b"UIDVALIDITY"))
+            if seen is not None and now is not None and now != seen:
                 # UIDs from STATUS no longer name the same messages: nothing of
                 # this folder may be stored under them in this run.
                 raise FolderError(
                     f"UIDVALIDITY of folder {folder.name!r} changed during the run "
-                    f"({seen} -> {int(now)}); the folder is skipped now and "
+                    f"({seen} -> {now}); the folder is skipped now and "
                     "scanned afresh by the next run")
             self._selected = folder.server_name
 
@@ -298,6 +392,40 @@ class ImapSource:
                                   f"(server said: {reason[:160]})")
         return ConnectError(f"connection to {self.endpoint.host} lost while {what}")
 
+    def _shape(self, what: str, exc: BaseException) -> FolderError:
+        """A reply we cannot read: that folder fails alone (retrying cannot help)."""
+        return FolderError(f"{self.endpoint.host} answered {what} in a form that cannot be read "
+                           f"({type(exc).__name__}: {str(exc)[:120]}); the folder is skipped "
+                           "and tried again by the next run")
+
+    def _search(self, criteria: list[Any], folder: Folder, what: str) -> list[int]:
+        """UID SEARCH; a reply imapclient cannot parse is read leniently.
+
+        Cyrus answers a CONDSTORE search that matches nothing with
+        ``* SEARCH (MODSEQ 12)``, which RFC 7162's grammar does not allow (the
+        MODSEQ item follows at least one number) and imapclient refuses.
+        """
+        try:
+            return list(self.client.search(criteria))
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"{what} {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS:
+            pass
+        except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
+            raise MessageError(f"cannot {what} {folder.name!r}: {exc}") from None
+        try:
+            data = self.client._raw_command_untagged(
+                b"SEARCH", imapclient.imapclient._normalise_search_criteria(criteria, None))
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"{what} {folder.name!r}", exc) from None
+        except IMAPClientError as exc:
+            raise MessageError(f"cannot {what} {folder.name!r}: {exc}") from None
+        uids = lenient_search_reply(data)
+        if uids is None:
+            raise self._shape(f"SEARCH in {folder.name!r}", ValueError(repr(data)[:80]))
+        return uids
+
     # -- SourceStore --------------------------------------------------------------
     def list_folders(self) -> list[Folder]:
         return list_imap_folders(self.client, self.endpoint.host)
@@ -306,20 +434,40 @@ class ImapSource:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
             items.append("HIGHESTMODSEQ")
+        st = self._status(folder, items)
+        if st is None and self.condstore:
+            st = self._status(folder, items[:3])  # the plain STATUS, without CONDSTORE
+        if st is None:
+            raise self._shape(f"STATUS {folder.name!r}", ValueError("no MESSAGES/UIDNEXT/"
+                                                                     "UIDVALIDITY"))
+        uidvalidity, uidnext, messages, modseq = st
+        self._uidvalidity[folder.server_name] = uidvalidity
+        return FolderStatus(uidvalidity=uidvalidity, uidnext=uidnext, messages=messages,
+                            highestmodseq=modseq)
+
+    def _status(self, folder: Folder, items: list[str]
+                ) -> tuple[int, int, int, int | None] | None:
+        """(UIDVALIDITY, UIDNEXT, MESSAGES, HIGHESTMODSEQ), or None for a reply we
+        cannot read (RFC 3501 status-att-list, RFC 7162 HIGHESTMODSEQ)."""
         try:
             st = self.client.folder_status(folder.server_name, items)
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading the status of {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS:
+            return None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
-        modseq = st.get(b"HIGHESTMODSEQ")
-        self._uidvalidity[folder.server_name] = int(st[b"UIDVALIDITY"])
-        return FolderStatus(
-            uidvalidity=int(st[b"UIDVALIDITY"]), uidnext=int(st[b"UIDNEXT"]),
-            messages=int(st[b"MESSAGES"]),
-            highestmodseq=int(modseq) if modseq is not None else None,
-        )
+        if not isinstance(st, dict):
+            return None
+        values = [_number(st.get(key)) for key in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")]
+        if any(v is None for v in values):
+            return None
+        uidvalidity, uidnext, messages = (int(v or 0) for v in values)
+        modseq = _number(st.get(b"HIGHESTMODSEQ")) if "HIGHESTMODSEQ" in items else None
+        if "HIGHESTMODSEQ" in items and modseq is None:
+            return None  # asked for and unreadable: the plain STATUS decides
+        return uidvalidity, uidnext, messages, modseq
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
@@ -327,20 +475,17 @@ class ImapSource:
         criteria: list[Any] = ["UID", f"{checkpoint.last_uid + 1}:*"]
         if since is not None:
             criteria += ["SINCE", since]
-        try:
-            # A set: a server that lists a UID twice gets it fetched once.
-            uids = sorted({u for u in self.client.search(criteria) if u > checkpoint.last_uid})
-        except (IMAPClientAbortError, OSError) as exc:
-            raise self._guard(f"listing {folder.name!r}", exc) from None
-        except IMAPClientError as exc:
-            _throttled(exc, self.endpoint.host)
-            raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+        # A set: a server that lists a UID twice gets it fetched once.
+        uids = sorted({u for u in self._search(criteria, folder, "list messages of")
+                       if u > checkpoint.last_uid})
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
                 sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"listing {folder.name!r}", exc) from None
+            except REPLY_SHAPE_ERRORS as exc:
+                raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
@@ -348,7 +493,8 @@ class ImapSource:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
-                yield MessageRef(key=str(uid), uid=uid, size=int(data.get(b"RFC822.SIZE", 0)))
+                size = _number(data.get(b"RFC822.SIZE"))
+                yield MessageRef(key=str(uid), uid=uid, size=size or 0)
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
@@ -358,9 +504,16 @@ class ImapSource:
         criteria: list[Any] = ["UID", f"1:{checkpoint.last_uid}"]
         if self.condstore and checkpoint.highestmodseq:
             # Only messages whose metadata changed since the last complete pass.
-            criteria += ["MODSEQ", str(checkpoint.highestmodseq + 1)]
+            try:
+                uids = self._search([*criteria, "MODSEQ", str(checkpoint.highestmodseq + 1)],
+                                    folder, "read flags of")
+            except FolderError:
+                # A CONDSTORE answer we cannot read: the plain way, every FLAGS.
+                uids = self._search(criteria, folder, "read flags of")
+        else:
+            uids = self._search(criteria, folder, "read flags of")
+        uids = sorted(u for u in set(uids) if u <= checkpoint.last_uid)
         try:
-            uids = sorted(u for u in self.client.search(criteria) if u <= checkpoint.last_uid)
             for start in range(0, len(uids), LIST_CHUNK):
                 data = self.client.fetch(uids[start:start + LIST_CHUNK], ["FLAGS"])
                 for uid in sorted(data):
@@ -368,6 +521,8 @@ class ImapSource:
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading flags of {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise self._shape(f"FETCH FLAGS in {folder.name!r}", exc) from None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot read flags of {folder.name!r}: {exc}") from None
@@ -385,6 +540,10 @@ class ImapSource:
                 uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise MessageError(f"{self.endpoint.host} answered FETCH in {folder.name!r} in a form "
+                               f"that cannot be read ({type(exc).__name__}: {str(exc)[:120]})"
+                               ) from None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"FETCH failed in {folder.name!r}: {exc}") from None

@@ -44,7 +44,14 @@ from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledErro
 from migrate.folder_map import FolderMapper, MapRule, Target
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
-from migrate.stores.imap import THROTTLE_CODES, connect_imap, list_imap_folders
+from migrate.stores.imap import (
+    REPLY_SHAPE_ERRORS,
+    THROTTLE_CODES,
+    connect_imap,
+    list_imap_folders,
+    personal_namespace,
+    prefix_from_listing,
+)
 from migrate.stores.imap_state import JobState, Placement
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
@@ -219,9 +226,11 @@ class ImapDestination:
             if cap.startswith("APPENDLIMIT="):
                 with contextlib.suppress(ValueError):
                     self.appendlimit = int(cap.split("=", 1)[1])
-        self.delimiter, ns_prefix = self._namespace("NAMESPACE" in caps)
-        self.dest_folders = list_imap_folders(self.client, endpoint.host)
-        self._existing = {self._fold(f.server_name) for f in self.dest_folders}
+        self.delimiter, ns_prefix = self._namespace()
+        self.dest_folders = list_imap_folders(self.client, endpoint.host, ns_prefix, ask=False)
+        # A \Noselect placeholder (the "A" Dovecot lists for "A/B") holds no mail and
+        # takes none: it counts as missing, so mail for it CREATEs it for real.
+        self._existing = {self._fold(f.server_name) for f in self.dest_folders if f.selectable}
         # Provider presets name special folders where servers announce no
         # attributes, and say what to call one that must be created here.
         hints = folder_hints(source_profile, preset_of(endpoint),
@@ -262,23 +271,24 @@ class ImapDestination:
             self._resolve_doubts(folder.name)
 
     # -- set-up ------------------------------------------------------------------------
-    def _namespace(self, has_namespace: bool) -> tuple[str, str]:
-        """(delimiter, personal namespace prefix) of the destination."""
+    def _namespace(self) -> tuple[str, str]:
+        """(delimiter, personal namespace prefix) of the destination.
+
+        Without a NAMESPACE answer we can read, the prefix is judged from the
+        listing (a server that lists only INBOX and "INBOX." folders has one).
+        """
+        prefix, delim = personal_namespace(self.client, self.endpoint.host)
         try:
-            if has_namespace:
-                ns = self.client.namespace()
-                if ns.personal:
-                    prefix, delim = ns.personal[0]
-                    prefix = prefix.decode() if isinstance(prefix, bytes) else str(prefix or "")
-                    delim = delim.decode() if isinstance(delim, bytes) else delim
-                    if delim:
-                        return str(delim), prefix
-            rows = self.client.list_folders("", "")
-        except (OSError, IMAPClientError) as exc:
+            if not delim:
+                rows = self.client.list_folders("", "")
+                found = rows[0][1] if rows and rows[0][1] else b"/"
+                delim = found.decode() if isinstance(found, bytes) else str(found)
+            if prefix is None:
+                prefix = prefix_from_listing(self.client.list_folders())
+        except (OSError, IMAPClientError, *REPLY_SHAPE_ERRORS) as exc:
             raise ConnectError(f"cannot read the folder layout of {self.endpoint.host}: {exc}"
                                ) from None
-        delim = rows[0][1] if rows and rows[0][1] else b"/"
-        return (delim.decode() if isinstance(delim, bytes) else str(delim)), ""
+        return delim, prefix
 
     @staticmethod
     def _fold(server_name: str) -> str:
@@ -641,8 +651,11 @@ class ImapDestination:
         match = _APPENDUID.search(text.encode())
         if match is None:
             return [None] * count
+        try:  # RFC 4315 append-uid; a bent one (":4") means the UIDs are not known
+            uids = _uid_set(match.group(2))
+        except ValueError:
+            return [None] * count
         self._uidvalidity[dest] = int(match.group(1))
-        uids = _uid_set(match.group(2))
         if len(uids) != count:
             return [None] * count
         return list(uids)

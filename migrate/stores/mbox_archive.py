@@ -25,6 +25,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from typing import BinaryIO, Final
 
 from migrate import clock
 from migrate.errors import ArchiveError
+from migrate.folders import as_relative, legacy_namespace, stored_name
 from migrate.model import (
     FlagChange,
     Folder,
@@ -77,9 +79,23 @@ class MboxArchive:
                 self._lock.acquire()
                 self._index.open_writable()
             self._index.check_schema()
+            self.relative_names = self._index.names_relative()
         except BaseException:
             self.close()
             raise
+        self._legacy_ns: str | None = None
+
+    def _name(self, folder: Folder) -> str:
+        """The name the index keeps ``folder`` under (prefixed in a legacy archive)."""
+        return stored_name(folder, self.relative_names)
+
+    def _display(self, folder: Folder) -> Folder:
+        """An index folder as readers see it: relative to the namespace, legacy or not."""
+        if self.relative_names:
+            return folder
+        if self._legacy_ns is None:
+            self._legacy_ns = legacy_namespace(f for f, _, _ in self._index.folder_summary())
+        return as_relative(folder, self._legacy_ns)
 
     def _tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One IMMEDIATE index transaction; every write to the index goes through here."""
@@ -88,7 +104,7 @@ class MboxArchive:
     # ------------------------------------------------------------ folders
 
     def _ensure_folder(self, folder: Folder) -> FolderRow:
-        row = self._index.folder_row(folder.name)
+        row = self._index.folder_row(self._name(folder))
         if row is not None:
             if (row.delimiter, row.special_use, row.selectable) != (
                 folder.delimiter,
@@ -103,12 +119,12 @@ class MboxArchive:
         if self._taken_keys is None:
             self._taken_keys = self._index.path_keys()
         taken = self._taken_keys
-        path = assign_path(folder.name, taken)
+        path = assign_path(self._name(folder), taken)
         key = collision_key(path)
         with self._tx() as conn:
-            mbox_index.insert_folder(conn, folder, path, key)
+            mbox_index.insert_folder(conn, replace(folder, name=self._name(folder)), path, key)
         taken.add(key)
-        row = self._index.folder_row(folder.name)
+        row = self._index.folder_row(self._name(folder))
         assert row is not None
         return row
 
@@ -149,7 +165,7 @@ class MboxArchive:
         """
         with self._mutex:
             if self.readonly:  # a dry run looks, never writes
-                found = self._index.folder_row(folder.name)
+                found = self._index.folder_row(self._name(folder))
                 if found is None or (status.uidvalidity is not None
                                      and found.uidvalidity not in (None, status.uidvalidity)):
                     return FolderCheckpoint(uidvalidity=status.uidvalidity)
@@ -169,7 +185,7 @@ class MboxArchive:
     def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
         """Refs not held: by UID in the current UIDVALIDITY, by key when there is no UID."""
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
             if row is None:
                 return list(refs)
             uids = [r.uid for r in refs if r.uid is not None]
@@ -182,7 +198,7 @@ class MboxArchive:
     def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
         """{key: commit time} for uid-less (POP3) messages this folder holds."""
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
             if row is None:
                 return {}
             return self._index.archived_at(row.id, keys)
@@ -232,7 +248,7 @@ class MboxArchive:
                 with self._tx() as conn:
                     mbox_index.record_batch(conn, row.id, inserts, reattach, end)
             except BaseException:
-                self._abandon_tail(folder.name)
+                self._abandon_tail(self._name(folder))
                 raise
             return len(inserts) + len(reattach)
 
@@ -269,7 +285,7 @@ class MboxArchive:
         if not changes:
             return 0
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
             if row is None:
                 return 0
             changed = 0
@@ -302,12 +318,13 @@ class MboxArchive:
 
     def folder_summary(self) -> list[tuple[Folder, int, int]]:
         with self._mutex:
-            return self._index.folder_summary()
+            rows = [(self._display(f), n, size) for f, n, size in self._index.folder_summary()]
+        return sorted(rows, key=lambda row: row[0].name)
 
     def message_refs(self, folder: Folder) -> Iterator[MessageRef]:
         """Every message of a folder as a ref keyed by its index row id (stable), paged."""
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
         if row is None:
             return
         after = -1
@@ -329,12 +346,13 @@ class MboxArchive:
         if not key.isdigit():
             return None
         with self._mutex:
-            return self._index.folder_of_message(int(key))
+            found = self._index.folder_of_message(int(key))
+            return self._display(found) if found is not None else None
 
     def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
         """The messages for ``keys`` from :meth:`message_refs`, sha256-verified, one at a time."""
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
         if row is None or not keys:
             return
         path = self._mbox_path(row)
@@ -357,7 +375,7 @@ class MboxArchive:
         detached messages); ``uid`` is the UID in the current UIDVALIDITY.
         """
         with self._mutex:
-            row = self._index.folder_row(folder.name)
+            row = self._index.folder_row(self._name(folder))
         if row is None:
             return
         path = self._mbox_path(row)

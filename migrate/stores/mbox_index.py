@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 
 from migrate.errors import ArchiveError
+from migrate.folders import NAMES_KEY, NAMES_RELATIVE
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, normalise_flags
 from migrate.safepath import META_DIR
 
@@ -301,6 +302,22 @@ class MboxIndex:
                 raise
 
     # ------------------------------------------------------------ reads
+
+    def names_relative(self) -> bool:
+        """Whether folder names are namespace-relative (see migrate.folders); an index
+        without the mark and without a prefixed ("INBOX/...") name gets it."""
+        conn = self.conn()
+        with self.db():
+            if conn.execute("SELECT 1 FROM meta WHERE key = ?", (NAMES_KEY,)).fetchone():
+                return True
+            if conn.execute("SELECT 1 FROM folders WHERE upper(substr(name, 1, 6)) = 'INBOX/'"
+                            " LIMIT 1").fetchone():
+                return False
+        if not self.readonly:
+            with self.tx() as tx:
+                tx.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                           (NAMES_KEY, NAMES_RELATIVE))
+        return True
 
     def folder_row(self, name: str) -> FolderRow | None:
         conn = self.conn()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from migrate import clock
 from migrate.errors import ArchiveError
+from migrate.folders import NAMES_KEY, NAMES_RELATIVE, as_relative, legacy_namespace, stored_name
 from migrate.formats.summary import summarize
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores import sqlite_schema
@@ -77,10 +78,12 @@ class SqliteArchive:
             self._lock.acquire()
         try:
             self.conn = self._open()
+            self.relative_names = self._names_relative()
         except BaseException:
             if self._lock:
                 self._lock.release()
             raise
+        self._legacy_ns: dict[str, str] | None = None
 
     # -- opening -----------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
@@ -190,6 +193,28 @@ class SqliteArchive:
         finally:
             lock.release()
 
+    def _names_relative(self) -> bool:
+        """Whether folder names are relative to the source's namespace (see migrate.folders).
+
+        Archives made before that hold prefixed names ("INBOX/Archiv"); one
+        that holds no such name is the same either way, and is marked.
+        """
+        if self.conn.execute("SELECT 1 FROM meta WHERE key = ?", (NAMES_KEY,)).fetchone():
+            return True
+        prefixed = self.conn.execute(
+            "SELECT 1 FROM folders WHERE upper(substr(name, 1, 6)) = 'INBOX/' LIMIT 1").fetchone()
+        if prefixed:
+            return False
+        if not self.readonly:
+            with self.conn:
+                self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                                  (NAMES_KEY, NAMES_RELATIVE))
+        return True
+
+    def row_name(self, folder: Folder) -> str:
+        """The name the folders table keeps ``folder`` under (prefixed in a legacy archive)."""
+        return stored_name(folder, self.relative_names)
+
     def close(self) -> None:
         try:
             self.conn.close()
@@ -201,11 +226,12 @@ class SqliteArchive:
     # -- destination side ----------------------------------------------------------
     def _folder_id(self, folder: Folder) -> int:
         """The folder's row id, created on first use; -1 for an unknown folder when read-only."""
-        fid = self._folder_ids.get(folder.name)
+        name = self.row_name(folder)
+        fid = self._folder_ids.get(name)
         if fid is not None:
             return fid
         row = self.conn.execute(
-            "SELECT id FROM folders WHERE account = ? AND name = ?", (self.account, folder.name)
+            "SELECT id FROM folders WHERE account = ? AND name = ?", (self.account, name)
         ).fetchone()
         if self.readonly:  # a dry run looks, never writes
             return int(row[0]) if row is not None else -1
@@ -214,7 +240,7 @@ class SqliteArchive:
                 cur = self.conn.execute(
                     "INSERT INTO folders (account, name, delimiter, special_use, selectable)"
                     " VALUES (?, ?, ?, ?, ?)",
-                    (self.account, folder.name, folder.delimiter, folder.special_use,
+                    (self.account, name, folder.delimiter, folder.special_use,
                      int(folder.selectable)),
                 )
             fid = int(cur.lastrowid or 0)
@@ -226,7 +252,7 @@ class SqliteArchive:
                     " WHERE id = ?",
                     (folder.delimiter, folder.special_use, int(folder.selectable), fid),
                 )
-        self._folder_ids[folder.name] = fid
+        self._folder_ids[name] = fid
         return fid
 
     def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
@@ -345,7 +371,7 @@ class SqliteArchive:
 
     def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
         row = self.conn.execute("SELECT id FROM folders WHERE account = ? AND name = ?",
-                                (self.account, folder.name)).fetchone()
+                                (self.account, self.row_name(folder))).fetchone()
         if row is None:
             return {}
         out: dict[str, datetime] = {}
@@ -389,18 +415,29 @@ class SqliteArchive:
                     " WHERE id = ?", (fid,))
 
     # -- reader side ----------------------------------------------------------------
-    def _folder_from_row(self, row: sqlite3.Row | tuple[object, ...]) -> Folder:
+    def _folder_from_row(self, row: sqlite3.Row | tuple[object, ...], account: object = None
+                         ) -> Folder:
+        """A folder row as readers see it: named relative to the namespace, also in a
+        legacy archive (whose rows keep the prefixed names, see ``_name``)."""
         name, delimiter, special_use, selectable = row[0], row[1], row[2], row[3]
-        return Folder(name=str(name), server_name=str(name),
-                      delimiter=str(delimiter) if delimiter is not None else None,
-                      special_use=str(special_use) if special_use else None,
-                      selectable=bool(selectable))
+        folder = Folder(name=str(name), server_name=str(name),
+                        delimiter=str(delimiter) if delimiter is not None else None,
+                        special_use=str(special_use) if special_use else None,
+                        selectable=bool(selectable))
+        if self.relative_names:
+            return folder
+        if self._legacy_ns is None:
+            by_account: dict[str, list[Folder]] = {}
+            for acc, n, d in self.conn.execute("SELECT account, name, delimiter FROM folders"):
+                by_account.setdefault(str(acc), []).append(Folder(name=str(n), delimiter=d))
+            self._legacy_ns = {acc: legacy_namespace(fs) for acc, fs in by_account.items()}
+        return as_relative(folder, self._legacy_ns.get(str(account), ""))
 
     def list_folders(self) -> list[Folder]:
         rows = self.conn.execute(
-            "SELECT name, delimiter, special_use, selectable FROM folders"
+            "SELECT name, delimiter, special_use, selectable, account FROM folders"
             " WHERE account = ? OR ? = '' ORDER BY name", (self.account, self.account)).fetchall()
-        return [self._folder_from_row(r) for r in rows]
+        return sorted((self._folder_from_row(r, r[4]) for r in rows), key=lambda f: f.name)
 
     def accounts(self) -> list[str]:
         """The accounts (user@host) this archive holds, e.g. to find their provider."""
@@ -410,17 +447,18 @@ class SqliteArchive:
     def folder_summary(self) -> list[tuple[Folder, int, int]]:
         rows = self.conn.execute(
             "SELECT f.name, f.delimiter, f.special_use, f.selectable, COUNT(fm.id),"
-            " COALESCE(SUM(m.size), 0) FROM folders f"
+            " COALESCE(SUM(m.size), 0), f.account FROM folders f"
             " LEFT JOIN folder_messages fm ON fm.folder_id = f.id"
             " LEFT JOIN messages m ON m.id = fm.message_id"
             " WHERE f.account = ? OR ? = '' GROUP BY f.id ORDER BY f.name",
             (self.account, self.account)).fetchall()
-        return [(self._folder_from_row(r), int(r[4]), int(r[5])) for r in rows]
+        return sorted(((self._folder_from_row(r, r[6]), int(r[4]), int(r[5])) for r in rows),
+                      key=lambda item: item[0].name)
 
     def _folder_row_id(self, folder: Folder) -> int | None:
         row = self.conn.execute(
             "SELECT id FROM folders WHERE (account = ? OR ? = '') AND name = ?",
-            (self.account, self.account, folder.name)).fetchone()
+            (self.account, self.account, self.row_name(folder))).fetchone()
         return int(row[0]) if row is not None else None
 
     def message_refs(self, folder: Folder) -> Iterator[MessageRef]:
@@ -453,9 +491,10 @@ class SqliteArchive:
         if not key.isdigit():
             return None
         row = self.conn.execute(
-            "SELECT f.name, f.delimiter, f.special_use, f.selectable FROM folder_messages fm"
-            " JOIN folders f ON f.id = fm.folder_id WHERE fm.id = ?", (int(key),)).fetchone()
-        return self._folder_from_row(row) if row is not None else None
+            "SELECT f.name, f.delimiter, f.special_use, f.selectable, f.account"
+            " FROM folder_messages fm JOIN folders f ON f.id = fm.folder_id WHERE fm.id = ?",
+            (int(key),)).fetchone()
+        return self._folder_from_row(row, row[4]) if row is not None else None
 
     def read_messages(self, folder: Folder, keys: Sequence[str]) -> Iterator[Message]:
         """The messages for ``keys`` from :meth:`message_refs`, one row in memory at a time."""
@@ -481,7 +520,7 @@ class SqliteArchive:
     def iter_messages(self, folder: Folder) -> Iterator[Message]:
         row = self.conn.execute(
             "SELECT id FROM folders WHERE (account = ? OR ? = '') AND name = ?",
-            (self.account, self.account, folder.name)).fetchone()
+            (self.account, self.account, self.row_name(folder))).fetchone()
         if row is None:
             return
         ids = [r[0] for r in self.conn.execute(

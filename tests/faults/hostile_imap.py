@@ -16,7 +16,11 @@ names and messages are chosen to break things:
   another) and ``duplicate_uids`` (SEARCH and FETCH list a UID twice);
 * throttling, per folder: ``throttle`` (the first N body fetches are
   answered ``NO [THROTTLED]``) and ``bye_once`` (``* BYE [UNAVAILABLE]``
-  and a closed connection on the first body fetch).
+  and a closed connection on the first body fetch);
+* reply shapes a client library cannot parse (``shapes``, per folder, see
+  :data:`SHAPES`; ``condstore=True`` announces CONDSTORE so that STATUS asks
+  for HIGHESTMODSEQ and flag checks SEARCH by MODSEQ), and an APPENDUID that
+  bends RFC 4315 (``appenduid=b"..."``: APPEND succeeds with that code).
 
 Everything else is answered correctly, so a client that isolates the bad
 items can archive the rest.
@@ -52,6 +56,27 @@ class HFolder:
     special_use: bytes = b""
     throttle: int = 0  # the first N body fetches get NO [THROTTLED]
     bye_once: bool = False  # the first body fetch gets BYE [UNAVAILABLE] and a closed socket
+    shapes: frozenset[str] = frozenset()  # names from SHAPES
+    modseq: int = 1  # HIGHESTMODSEQ, raised by every STATUS (so a folder never looks unchanged)
+
+
+#: Reply shapes that bend a grammar, each answered only to the command named.
+SHAPES = {
+    # RFC 7162 section 7: status-att-val =/ "HIGHESTMODSEQ" SP mod-sequence-valzer
+    # (a number); NIL instead. The plain STATUS (no HIGHESTMODSEQ asked) is fine.
+    "status-modseq": "STATUS ... HIGHESTMODSEQ NIL",
+    # RFC 3501 status-att-list = status-att SP number *(SP status-att SP number):
+    # an item without its number, whatever was asked.
+    "status": "STATUS ... (MESSAGES n UIDNEXT)",
+    # RFC 7162 section 7: search-sort-mod-seq = "(" "MODSEQ" SP mod-sequence-value ")";
+    # the group is left open. Only for a SEARCH with MODSEQ; a plain one is fine.
+    "search-modseq": "* SEARCH 1 2 (MODSEQ",
+    # RFC 3501 msg-att-static =/ "RFC822.SIZE" SP number: the number is missing.
+    "fetch-size": "* n FETCH (UID u RFC822.SIZE)",
+    # RFC 5258 mbox-list-extended = "(" [mbox-list-extended-item ...] ")": an
+    # extended item left open, in the answer to LIST ... RETURN (SPECIAL-USE) only.
+    "list-extended": '* LIST (...) "/" name ("CHILDINFO" (',
+}
 
 
 def _literal(data: bytes) -> bytes:
@@ -60,10 +85,13 @@ def _literal(data: bytes) -> bytes:
 
 class HostileImap:
     def __init__(self, folders: list[HFolder], *, overquota: bool = False,
-                 special_use: bool = False) -> None:
+                 special_use: bool = False, condstore: bool = False,
+                 appenduid: bytes | None = None) -> None:
         self.folders = folders
         self.special_use = special_use  # announce SPECIAL-USE and LIST-EXTENDED
         self.overquota = overquota  # every APPEND is refused with NO [OVERQUOTA]
+        self.condstore = condstore  # announce CONDSTORE (HIGHESTMODSEQ, SEARCH MODSEQ)
+        self.appenduid = appenduid  # APPEND succeeds with "OK [APPENDUID <this>]"
         self.appends = 0
         self.connections = 0
         self._sock = socket.socket()
@@ -112,8 +140,11 @@ class HostileImap:
                     continue
                 tag, cmd, args = m.group(1), m.group(2).upper(), m.group(3)
                 uid_cmd = b" UID " in line[: len(tag) + 6].upper()
+                if self._bent(conn, tag, cmd, args, selected):
+                    continue
                 if cmd == b"CAPABILITY":
                     extra = b" SPECIAL-USE LIST-EXTENDED" if self.special_use else b""
+                    extra += b" CONDSTORE" if self.condstore else b""
                     conn.sendall(b"* CAPABILITY IMAP4rev1 AUTH=PLAIN" + extra + b"\r\n"
                                  + tag + b" OK done\r\n")
                 elif cmd == b"CREATE":
@@ -186,6 +217,58 @@ class HostileImap:
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
+
+    # -- reply shapes (SHAPES, appenduid) ------------------------------------------------
+    def _bent(self, conn: socket.socket, tag: bytes, cmd: bytes, args: bytes,
+              selected: HFolder | None) -> bool:
+        """Answer ``cmd`` in a bent shape when a folder asks for it; True if answered."""
+        upper = args.upper()
+        if cmd == b"APPEND" and self.appenduid is not None:
+            self.appends += 1
+            conn.sendall(tag + b" OK [APPENDUID " + self.appenduid + b"] appended\r\n")
+            return True
+        if cmd == b"STATUS":
+            fo = self._folder(args)
+            if fo is None:
+                return False
+            fo.modseq += 1
+            if "status" in fo.shapes:
+                conn.sendall(b"* STATUS " + _literal(fo.name) + b" (MESSAGES %d UIDNEXT)\r\n"
+                             % len(fo.messages) + tag + b" OK done\r\n")
+                return True
+            if b"HIGHESTMODSEQ" in upper:
+                nxt = max((m.uid for m in fo.messages), default=0) + 1
+                modseq = b"NIL" if "status-modseq" in fo.shapes else b"%d" % fo.modseq
+                conn.sendall(b"* STATUS " + _literal(fo.name) + b" (MESSAGES %d UIDNEXT %d "
+                             b"UIDVALIDITY %d HIGHESTMODSEQ %s)\r\n"
+                             % (len(fo.messages), nxt, fo.uidvalidity, modseq)
+                             + tag + b" OK done\r\n")
+                return True
+            return False
+        if selected is None:
+            return self._bent_list(conn, tag, cmd, upper)
+        if cmd == b"SEARCH" and b"MODSEQ" in upper and "search-modseq" in selected.shapes:
+            uids = b" ".join(b"%d" % m.uid for m in selected.messages)
+            conn.sendall(b"* SEARCH " + uids + b" (MODSEQ\r\n" + tag + b" OK done\r\n")
+            return True
+        if (cmd == b"FETCH" and b"RFC822.SIZE" in upper and b"BODY" not in upper
+                and "fetch-size" in selected.shapes):
+            out = b"".join(b"* %d FETCH (UID %d RFC822.SIZE)\r\n" % (seq, m.uid)
+                           for seq, m in enumerate(selected.messages, 1))
+            conn.sendall(out + tag + b" OK done\r\n")
+            return True
+        return self._bent_list(conn, tag, cmd, upper)
+
+    def _bent_list(self, conn: socket.socket, tag: bytes, cmd: bytes, upper: bytes) -> bool:
+        if cmd != b"LIST" or b"RETURN" not in upper:
+            return False
+        if not any("list-extended" in fo.shapes for fo in self.folders):
+            return False
+        out = b"".join(b'* LIST (\\HasNoChildren) "/" ' + _literal(fo.name)
+                       + (b' ("CHILDINFO" (' if "list-extended" in fo.shapes else b"") + b"\r\n"
+                       for fo in self.folders)
+        conn.sendall(out + tag + b" OK done\r\n")
+        return True
 
     def _read_command(self, conn: socket.socket, f) -> bytes | None:
         """One command line, with synchronizing literals read in."""

@@ -1,0 +1,333 @@
+"""A private, throw-away Cyrus IMAP 3.6 (imapd + pop3d) on 127.0.0.1 for the test suite.
+
+``CyrusServer`` writes its own ``imapd.conf``, ``cyrus.conf``, sasldb, TLS
+material and mail spool into a fresh short temp dir and runs Cyrus's
+``master -D`` as a child process, beside the Dovecot of tests/dovecot.py.
+It never touches a system Cyrus service or ``/etc/imapd.conf``.
+
+Where the binaries come from (``scripts/install-cyrus`` installs them):
+Debian's cyrus-imapd / cyrus-pop3d conflict with dovecot-imapd / -pop3d as
+packages, so only cyrus-common (``/usr/lib/cyrus/bin/master`` and the cyrusdb
+tools), cyrus-admin and sasl2-bin are installed; ``imapd`` and ``pop3d`` of the
+same version are unpacked into a private root (``/opt/mailmigrate-cyrus``, or
+``$MAILMIGRATE_CYRUS_ROOT``) that our ``cyrus.conf`` points at. Missing
+binaries make the tests that need Cyrus FAIL with that hint, never skip.
+
+Settings that mattered (each learnt by trying):
+
+* Namespace: ``altnamespace: no`` + ``unixhierarchysep: no`` (Debian's
+  defaults) give the personal namespace ``(("INBOX." "."))``: a user's folders
+  are ``INBOX.Archiv``, ``INBOX.Gesendet``, ... -- the server that shows a
+  namespace prefix, where Dovecot here shows none.
+* Auth without saslauthd: ``sasl_pwcheck_method: auxprop`` with the sasldb
+  plugin and a private sasldb written by ``saslpasswd2 -p -c -f DB -u REALM``;
+  ``allowplaintext: yes`` for LOGIN without TLS on loopback; ``allowapop: yes``
+  (sasldb keeps the cleartext APOP needs).
+* ``popminpoll: 0``, or a second POP3 login within a minute is refused.
+* Users: ``saslpasswd2`` for the password, then the admin ``cyrus`` creates
+  ``user.NAME``; the user then creates the same special-use folders as the
+  Dovecot fixture with ``CREATE name (USE (\\Sent))`` (RFC 6154 CREATE-SPECIAL-USE).
+* Everything under the directory is owned by ``cyrus:mail`` (master runs as
+  root and drops to the cyrus user, which must read the config, TLS key and
+  sasldb and write the spool).
+* master logs to syslog only: with no /dev/log a failure shows as master's
+  exit code (78 = a configuration or binary path problem) and its stderr.
+* Every APPEND is fsync'ed (Cyrus has no switch for that): ~50 ms per message
+  on this disk. The instance therefore lives on a private tmpfs (``tmpfs=True``,
+  the default), where it costs ~1 ms, as on Dovecot with ``mail_fsync = never``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import imaplib
+import itertools
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from dovecot import HOST, SPECIAL_USE, User, _greets, free_ports, make_tls
+from imapclient import imap_utf7
+
+CYRUS_BIN = Path("/usr/lib/cyrus/bin")
+DEFAULT_ROOT = Path("/opt/mailmigrate-cyrus")
+_INSTALL_HINT = (
+    "Cyrus IMAP is needed for the test suite beside Dovecot: run scripts/install-cyrus as "
+    "root (installs cyrus-common, cyrus-admin and sasl2-bin, and unpacks imapd/pop3d into "
+    f"{DEFAULT_ROOT}; Debian's cyrus-imapd package would remove Dovecot)."
+)
+REALM = "mm-cyrus"
+ADMIN = "cyrus"
+
+
+class CyrusError(RuntimeError):
+    """Cyrus could not be started / stopped, or an admin step failed."""
+
+
+class CyrusUnavailable(CyrusError):
+    """The Cyrus binaries are not installed."""
+
+
+def cyrus_root() -> Path:
+    return Path(os.environ.get("MAILMIGRATE_CYRUS_ROOT") or DEFAULT_ROOT)
+
+
+def _daemon(name: str) -> Path | None:
+    """imapd / pop3d: unpacked in the private root, else a system install."""
+    for base in (cyrus_root() / "usr/lib/cyrus/bin", CYRUS_BIN):
+        if os.access(base / name, os.X_OK):
+            return base / name
+    return None
+
+
+def check_binaries() -> None:
+    """Raise CyrusUnavailable with an install hint if anything needed is missing."""
+    missing = [str(CYRUS_BIN / b) for b in ("master", "ctl_cyrusdb")
+               if not os.access(CYRUS_BIN / b, os.X_OK)]
+    missing += [d for d in ("imapd", "pop3d") if _daemon(d) is None]
+    missing += [b for b in ("saslpasswd2", "openssl") if not shutil.which(b)]
+    try:
+        pwd.getpwnam("cyrus")
+    except KeyError:
+        missing.append("the 'cyrus' system user")
+    if os.geteuid() != 0:
+        missing.append("root (master drops to the cyrus user)")
+    if missing:
+        raise CyrusUnavailable(f"missing: {', '.join(missing)}. {_INSTALL_HINT}")
+
+
+def _mount_tmpfs(directory: Path) -> bool:
+    """Put the instance on a tmpfs, where Cyrus's fsync per APPEND costs nothing.
+
+    The same trade as Dovecot's ``mail_fsync = never`` in tests/dovecot.py: an
+    fsync only matters when the machine crashes, never in a test. Best effort:
+    without mount rights the instance runs on disk (~50 ms per APPEND).
+    """
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs",
+                           str(directory)], capture_output=True)
+    return done.returncode == 0
+
+
+_IMAPD_CONF = """\
+# generated by tests/cyrus.py -- private test instance, not the system service
+configdirectory: {d}/conf
+defaultpartition: default
+partition-default: {d}/spool
+mboxname_lockpath: {d}/lock
+proc_path: {d}/proc
+lmtpsocket: {d}/socket/lmtp
+idlesocket: {d}/socket/idle
+notifysocket: {d}/socket/notify
+servername: {realm}
+admins: {admin}
+altnamespace: no
+unixhierarchysep: no
+allowplaintext: yes
+allowapop: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: {d}/sasldb2
+sasl_mech_list: PLAIN LOGIN
+popminpoll: 0
+hashimapspool: false
+virtdomains: off
+tls_server_cert: {d}/tls/server.pem
+tls_server_key: {d}/tls/server.key
+"""
+
+_CYRUS_CONF = """\
+START {{
+  recover cmd="ctl_cyrusdb -C {d}/imapd.conf -r"
+}}
+SERVICES {{
+  imap  cmd="{imapd} -C {d}/imapd.conf" listen="{host}:{imap_port}" prefork=1 maxchild=80
+  imaps cmd="{imapd} -s -C {d}/imapd.conf" listen="{host}:{imaps_port}" prefork=0 maxchild=20
+  pop3  cmd="{pop3d} -C {d}/imapd.conf" listen="{host}:{pop3_port}" prefork=0 maxchild=20
+  pop3s cmd="{pop3d} -s -C {d}/imapd.conf" listen="{host}:{pop3s_port}" prefork=0 maxchild=20
+}}
+EVENTS {{
+  checkpoint cmd="ctl_cyrusdb -C {d}/imapd.conf -c" period=30
+}}
+"""
+
+
+class CyrusServer:
+    """A private Cyrus instance; the same interface as ``DovecotServer`` (tests/servers.py).
+
+    Attributes: ``host``, ``imap_port``, ``pop3_port``, ``imaps_port``,
+    ``pop3s_port``, ``ca_file``, ``separator`` ('.'), ``namespace_prefix``
+    ('INBOX.'), ``dir``, ``special_use``. ``keep=True`` (or env
+    ``MAILMIGRATE_KEEP_CYRUS=1``) keeps the directory after stop().
+    """
+
+    kind = "cyrus"
+    separator = "."
+    namespace_prefix = "INBOX."
+    #: CREATE "A.B.C" makes real, selectable intermediate mailboxes (no \\Noselect).
+    noselect_parents = False
+    #: INTERNALDATE is kept in UTC: the instant round-trips, the offset becomes +0000.
+    internaldate_utc = True
+
+    _counter = itertools.count(1)
+
+    def __init__(self, *, keep: bool | None = None, tmpfs: bool = True,
+                 special_use: dict[str, str] | None = None) -> None:
+        check_binaries()
+        self.special_use = SPECIAL_USE if special_use is None else special_use
+        self.host = HOST
+        self.keep = bool(os.environ.get("MAILMIGRATE_KEEP_CYRUS")) if keep is None else keep
+        self.dir = Path(tempfile.mkdtemp(prefix="mmc", dir="/tmp"))
+        self.tmpfs = tmpfs and _mount_tmpfs(self.dir)
+        self.conf_path = self.dir / "imapd.conf"
+        self.sasldb = self.dir / "sasldb2"
+        self.stderr_path = self.dir / "master.log"
+        self.pid_path = self.dir / "master.pid"
+        self.imap_port, self.pop3_port, self.imaps_port, self.pop3s_port = free_ports(4)
+        self.admin_password = "adm-" + secrets.token_urlsafe(12)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._users = itertools.count(1)
+        self._setup()
+
+    # -- setup -------------------------------------------------------------
+    def _setup(self) -> None:
+        d = self.dir
+        for sub in ("conf", "spool", "lock", "proc", "socket"):
+            (d / sub).mkdir()
+        self.ca_file, _cert, _key = make_tls(d / "tls")
+        self.conf_path.write_text(
+            _IMAPD_CONF.format(d=d, realm=REALM, admin=ADMIN), encoding="utf-8")
+        (d / "cyrus.conf").write_text(_CYRUS_CONF.format(
+            d=d, host=self.host, imapd=_daemon("imapd"), pop3d=_daemon("pop3d"),
+            imap_port=self.imap_port, imaps_port=self.imaps_port,
+            pop3_port=self.pop3_port, pop3s_port=self.pop3s_port), encoding="utf-8")
+        self._saslpasswd(ADMIN, self.admin_password)
+        subprocess.run(["chown", "-R", "cyrus:mail", str(d)], check=True, capture_output=True)
+        os.chmod(d, 0o755)
+
+    def _saslpasswd(self, name: str, password: str) -> None:
+        r = subprocess.run(["saslpasswd2", "-p", "-c", "-f", str(self.sasldb), "-u", REALM, name],
+                           input=password.encode(), capture_output=True)
+        if r.returncode != 0:
+            raise CyrusError(f"saslpasswd2 for {name} failed: {r.stderr.decode(errors='replace')}")
+        with contextlib.suppress(OSError):
+            shutil.chown(self.sasldb, "cyrus", "mail")
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, timeout: float = 20.0) -> CyrusServer:
+        if self._proc is not None:
+            return self
+        with open(self.stderr_path, "wb") as err:
+            self._proc = subprocess.Popen(
+                [str(CYRUS_BIN / "master"), "-C", str(self.conf_path), "-M",
+                 str(self.dir / "cyrus.conf"), "-p", str(self.pid_path), "-D"],
+                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
+        atexit.register(self.stop)
+        deadline = time.monotonic() + timeout
+        pending = {self.imap_port: b"* OK", self.pop3_port: b"+OK"}
+        while pending:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise CyrusError(f"Cyrus master exited during startup (code {code}; 78 is a "
+                                 f"configuration or binary path problem).\n{self._diagnostics()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise CyrusError(f"Cyrus did not come up in {timeout}s.\n{self._diagnostics()}")
+            for port, greeting in list(pending.items()):
+                if _greets(port, greeting):
+                    del pending[port]
+            if pending:
+                time.sleep(0.02)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to master (it takes its children down) and wait; then clean up."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        if self.keep:
+            return
+        if self.tmpfs:
+            subprocess.run(["umount", "-l", str(self.dir)], capture_output=True)
+            self.tmpfs = False
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> CyrusServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return (f"CyrusServer(imap={self.imap_port}, pop3={self.pop3_port}, "
+                f"imaps={self.imaps_port}, pop3s={self.pop3s_port}, dir={str(self.dir)!r})")
+
+    # -- users -------------------------------------------------------------
+    def _admin(self) -> imaplib.IMAP4:
+        conn = imaplib.IMAP4(self.host, self.imap_port, timeout=30)
+        conn.login(ADMIN, self.admin_password)
+        return conn
+
+    def add_user(self, name: str | None = None, password: str | None = None) -> User:
+        """Create a fresh, empty account with the special-use folders; usable at once."""
+        if name is None:
+            name = f"u{next(self._users)}_{secrets.token_hex(3)}"
+        if password is None:
+            password = "pw-" + secrets.token_urlsafe(9)
+        if any(c in name for c in ".:/\n\\% ") or name.startswith("."):
+            raise ValueError(f"bad user name {name!r}")
+        self._saslpasswd(name, password)
+        admin = self._admin()
+        try:
+            typ, data = admin.create(f"user.{name}")
+            if typ != "OK":
+                raise CyrusError(f"CREATE user.{name}: {data!r}")
+        finally:
+            with contextlib.suppress(Exception):
+                admin.logout()
+        if self.special_use:
+            conn = imaplib.IMAP4(self.host, self.imap_port, timeout=30)
+            try:
+                conn.login(name, password)
+                for folder, use in self.special_use.items():
+                    wire = imap_utf7.encode(self.namespace_prefix + folder).decode("ascii")
+                    typ, data = conn._simple_command("CREATE", f'"{wire}"', f"(USE ({use}))")
+                    if typ != "OK":
+                        raise CyrusError(f"CREATE {folder} (USE ({use})): {data!r}")
+                    conn.subscribe(f'"{wire}"')
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.logout()
+        return User(name, password)
+
+    # -- tools -------------------------------------------------------------
+    def log_text(self) -> str:
+        """What master printed (it logs to syslog, so this is only its stderr)."""
+        with contextlib.suppress(FileNotFoundError):
+            return self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        return ""
+
+    def _diagnostics(self) -> str:
+        return (f"dir={self.dir}\n--- master output ---\n{self.log_text() or '(empty)'}\n"
+                "(set MAILMIGRATE_KEEP_CYRUS=1 to keep the directory)")
