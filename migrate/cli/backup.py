@@ -49,7 +49,7 @@ from migrate.errors import EXIT_OK
 # -- commands ---------------------------------------------------------------------
 @app.command()
 def backup(
-    source: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://… (STARTTLS).")],
+    source: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://... (STARTTLS).")],
     archive: Annotated[str, typer.Argument(help="archive.sqlite, or a directory for an mbox tree.")],
     folder: FolderOpt = None,
     exclude: ExcludeOpt = None,

@@ -37,7 +37,10 @@ app = typer.Typer(
     help="Back up, drain, restore and migrate email over IMAP and POP3, exactly once.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # Plain click help: rich's option table cuts long option names ("--store-plaintext-passwo…")
+    # at any width; click's wraps the help text instead and never cuts a name.
+    rich_markup_mode=None,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -134,7 +134,7 @@ class ByteProgress(NullReporter):
 @app.command()
 def drain(
     source: Annotated[str, typer.Argument(
-        help="pop3s://user@host[:port] (implicit TLS) or pop3://… (STLS).")],
+        help="pop3s://user@host[:port] (implicit TLS) or pop3://... (STLS).")],
     archive: Annotated[str, typer.Argument(help="archive.sqlite, or a directory for an mbox tree.")],
     delete: DeleteOpt = False,
     delete_older_than: DeleteOlderOpt = None,

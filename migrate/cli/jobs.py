@@ -59,7 +59,7 @@ from migrate.errors import EXIT_OK, ArchiveLockedError, JobRunningError, UsageEr
 from migrate.stores.lock import ArchiveLock
 
 jobs_app = typer.Typer(help="Saved jobs: add (a setup wizard on a TTY), list, show, remove.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
 
 
@@ -272,9 +272,9 @@ def jobs_add(
     command: Annotated[str, typer.Option("--command", "-c", help="backup, drain, restore or copy.")
                        ] = "backup",
     source: Annotated[str | None, typer.Option(
-        help="Where mail comes from: imaps://me@gmx.de, pop3s://…, or an archive for restore.")] = None,
+        help="Where mail comes from: imaps://me@gmx.de, pop3s://..., or an archive for restore.")] = None,
     dest: Annotated[str | None, typer.Option(
-        "--dest", "--archive", help="Where it goes: an archive path, or imaps://… for restore/copy.")
+        "--dest", "--archive", help="Where it goes: an archive path, or imaps://... for restore/copy.")
                     ] = None,
     provider: Annotated[str | None, typer.Option(help="Provider preset id (see `providers`).")] = None,
     folder: FolderOpt = None,
@@ -282,9 +282,14 @@ def jobs_add(
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", metavar="KEY=VALUE",
         help="Any other long option of the command, e.g. since=2024-01-01 (repeatable).")] = None,
-    password_env: Annotated[str | None, typer.Option(metavar="VAR")] = None,
-    password_file: Annotated[Path | None, typer.Option(metavar="PATH")] = None,
-    password_command: Annotated[str | None, typer.Option(metavar="CMD")] = None,
+    password_env: Annotated[str | None, typer.Option(
+        metavar="VAR", help="At each run, read the password from this environment variable "
+        "(it must be set where the job runs: cron and systemd start with almost none).")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="At each run, read the password from this file (first line).")] = None,
+    password_command: Annotated[str | None, typer.Option(
+        metavar="CMD", help="At each run, run CMD; its output is the password "
+        "(e.g. 'pass show mail/me').")] = None,
     use_keyring: Annotated[bool, typer.Option(
         "--keyring", help="Keep the password in the system keyring (asked for now).")] = False,
     oauth2_token_command: Annotated[str | None, typer.Option(
@@ -292,9 +297,13 @@ def jobs_add(
         "(for restore: the destination).")] = None,
     store_plaintext_password: Annotated[bool, typer.Option(
         help="Write the password itself into the job file (mode 0600). Not recommended.")] = False,
-    dest_password_env: Annotated[str | None, typer.Option(metavar="VAR")] = None,
-    dest_password_file: Annotated[Path | None, typer.Option(metavar="PATH")] = None,
-    dest_password_command: Annotated[str | None, typer.Option(metavar="CMD")] = None,
+    dest_password_env: Annotated[str | None, typer.Option(
+        metavar="VAR", help="copy: the destination's password from this environment variable.")
+    ] = None,
+    dest_password_file: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="copy: the destination's password from this file.")] = None,
+    dest_password_command: Annotated[str | None, typer.Option(
+        metavar="CMD", help="copy: the destination's password from this command's output.")] = None,
     dest_oauth2_token_command: Annotated[str | None, typer.Option(
         metavar="CMD", help="copy: OAuth2 for the destination, a command printing its access "
         "token (never taken from --oauth2-token-command).")] = None,

@@ -265,7 +265,7 @@ def _announce(reporter_quiet: bool, text: str | None) -> None:
 def restore(
     archive: Annotated[str, typer.Argument(
         help="archive.sqlite, an mbox-tree directory, or a foreign .mbox file (Thunderbird, Takeout).")],
-    dest: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://… (STARTTLS).")],
+    dest: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://... (STARTTLS).")],
     folder: FolderOpt = None,
     exclude: ExcludeOpt = None,
     since: SinceOpt = None,
