@@ -203,9 +203,10 @@ def test_providers_command_lists_every_preset() -> None:
         assert prof.id in result.out and prof.name in result.out
     assert "defaults: 4 connections; rate 20KB after 700MB" in result.out  # gmail's
     result = run_cli("providers", "--json")
-    ids = [p["id"] for p in result.json()]
+    ids = [p["id"] for p in result.json()["providers"]]
     assert ids == [p.id for p in all_profiles()]
-    gmail = next(p for p in result.json() if p["id"] == "gmail")
+    assert "skips [G*]/Important, [G*]/Wichtig" in run_cli("providers").out, "globs print as names"
+    gmail = next(p for p in result.json()["providers"] if p["id"] == "gmail")
     assert gmail["defaults"]["connections"] == 4 and gmail["defaults"]["rate"] == "20KB after 700MB"
 
 
@@ -216,7 +217,7 @@ def test_docs_providers_table_matches_profiles() -> None:
     assert begin in text and end in text, "docs/providers.md lacks the providers table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == markdown_table(), (
-        "docs/providers.md providers table is stale: regenerate with python -m migrate.config.profiles --markdown")
+        "docs/providers.md table is stale: regenerate with python -m migrate.config.profiles --markdown")
 
 
 def test_provider_flag_on_backup_and_drain(dovecot, account, tmp_path) -> None:
