@@ -34,6 +34,7 @@ from migrate.cli.common import (
     TimeoutOpt,
     announce,
     app,
+    check_archive_path,
     make_reporter,
     parse_since,
     retry_policy,
@@ -82,6 +83,7 @@ def backup(
         from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
+        check_archive_path(archive, archive_format)
         endpoint = parse_endpoint(source, insecure=insecure,
                                   cafile=str(cafile) if cafile else None, provider=provider)
         reporter = make_reporter(quiet, as_json)

@@ -206,6 +206,20 @@ def run_guarded(body: Callable[[], int | Outcome], *, command: str | None = None
     raise typer.Exit(outcome)
 
 
+def check_archive_path(path: str, fmt: str | None) -> None:
+    """Refuse an archive backup or drain cannot write (a Maildir, an eml tree, one .mbox
+    file, an unknown --format) before logging in; the archive itself is opened only
+    after the login, so a run that cannot start leaves none behind."""
+    from migrate.archive.open import FORMATS, guess_format
+
+    kind = fmt or guess_format(path)
+    if kind not in FORMATS:
+        raise UsageError(f"unknown --format {kind!r}; choose one of {', '.join(FORMATS)}")
+    if kind == "maildir":
+        raise UsageError(f"{path!r}: a Maildir is written by `mailmigrate export` only; "
+                         "back up into a .sqlite path or a directory (mbox tree)")
+
+
 def retry_policy(retries: int, delay: float) -> RetryPolicy:
     """The reconnect budget of one run (see :mod:`migrate.engine.retry`)."""
     return RetryPolicy(retries=retries, delay=delay)

@@ -40,6 +40,7 @@ from migrate.cli.common import (
     RetryDelayOpt,
     TimeoutOpt,
     app,
+    check_archive_path,
     retry_policy,
     run_guarded,
     transfer_outcome,
@@ -185,6 +186,7 @@ def drain(
         endpoint = parse_endpoint(source, insecure=insecure,
                                   cafile=str(cafile) if cafile else None, protocols=("pop3",),
                                   provider=provider)
+        check_archive_path(archive, archive_format)
         policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
         account = f"{endpoint.user}@{endpoint.host}"
         password = LoginOptions(password_env, password_file, password_command,

@@ -171,7 +171,7 @@ def summary_table(result: TransferResult, seconds: float | None = None) -> list[
         lines.append(f"{name:<{width}}  {f.new_messages:>10}  {human_bytes(f.new_bytes):>10}  "
                      f"{f.flags_updated:>6}{note}")
     if quiet:
-        lines.append(f"({quiet} folder{'s' if quiet != 1 else ''} unchanged)")
+        lines.append(f"({quiet} folder{'s' if quiet != 1 else ''} with nothing new)")
     took = f"  in {seconds:.1f} s" if seconds is not None else ""
     lines.append(f"{'total':<{width}}  {result.new_messages:>10}  {human_bytes(result.new_bytes):>10}  "
                  f"{result.flags_updated:>6}{took}")

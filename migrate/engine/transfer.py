@@ -105,9 +105,14 @@ def transfer(
     plans = _plan(source, dest, folders, options)
     reporter.planned({f.name: p.expected for f, p in zip(folders, plans, strict=True)})
     work = list(zip(folders, result.folders, plans, strict=True))
-    selectable = sum(1 for f in folders if f.selectable)
-    if options.connections > 1 and open_source is not None and selectable > 1:
-        _transfer_parallel(source, dest, work, options, reporter, open_source)
+    # What STATUS proved unchanged costs nothing more: done here, so that extra
+    # connections are opened only for folders that have work (a no-op run opens one).
+    busy = [item for item in work if item[0].selectable and not item[2].unchanged(options)]
+    if options.connections > 1 and open_source is not None and len(busy) > 1:
+        for folder, folder_result, plan in work:
+            if not (folder.selectable and not plan.unchanged(options)):
+                _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
+        _transfer_parallel(source, dest, busy, options, reporter, open_source)
     else:
         for folder, folder_result, plan in work:
             _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
@@ -126,6 +131,11 @@ class _Plan:
     status: FolderStatus | None = None
     checkpoint: FolderCheckpoint | None = None
     error: MessageError | None = None
+
+    def unchanged(self, options: TransferOptions) -> bool:
+        """STATUS proved the folder unchanged since the last complete pass."""
+        return (self.status is not None and self.checkpoint is not None and options.since is None
+                and _unchanged(self.checkpoint, self.status))
 
     @property
     def expected(self) -> int:
