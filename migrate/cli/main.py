@@ -68,10 +68,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="mailmigrate", standalone_mode=False)
     except _ClickException as exc:
-        exc.show()
+        # one line, like every other error, naming where the usage is explained
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "mailmigrate"
+        text = f"{exc.format_message().rstrip('.')}; see `{where} --help`"
+        typer.echo(f"mailmigrate: error: {text}", err=True)
         if "--json" in args:
             command = " ".join(a for a in args[:2] if not a.startswith("-")) or "mailmigrate"
-            text = exc.format_message()
             payload = envelope(command, exc.exit_code, time.monotonic(), [text],
                                {"error": {"type": "UsageError", "message": text}})
             typer.echo(json.dumps(payload, ensure_ascii=False))
