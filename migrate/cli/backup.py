@@ -99,6 +99,8 @@ def backup(
         password = LoginOptions(password_env, password_file, password_command,
                                 oauth2_token_command).source(endpoint)
 
+        if not password.is_oauth2:
+            password.get()  # no password: said before any connection or file
         def open_source() -> SourceStore:
             return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
                                           policy, reporter), pacer)

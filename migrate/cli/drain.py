@@ -191,6 +191,8 @@ def drain(
         account = f"{endpoint.user}@{endpoint.host}"
         password = LoginOptions(password_env, password_file, password_command,
                                 oauth2_token_command).source(endpoint)
+        if not password.is_oauth2:
+            password.get()  # no password: said before any connection or file
         # Log in first: a run that cannot start leaves no empty archive behind.
         src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
         try:
