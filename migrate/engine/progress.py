@@ -120,7 +120,7 @@ class LogReporter(NullReporter):
         self._total = sum(expected.values())
         if self._total:
             busy = sum(1 for n in expected.values() if n)
-            self._say(f"{self._total} messages to transfer in {busy} folders")
+            self._say(f"{self._total} messages to transfer in {busy} folder{'s' if busy != 1 else ''}")
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
         self._folder = folder
