@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="mailmigrate", standalone_mode=False)
     except _ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mailmigrate` alone: the help
+            exc.show()
+            sys.exit(exc.exit_code)
         # one line, like every other error, naming where the usage is explained
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "mailmigrate"
