@@ -27,27 +27,12 @@ def seed(dovecot, account, n: int = 5) -> None:
 
 def test_tty_gets_progress_bars(dovecot, account, tmp_path):
     seed(dovecot, account)
-    leader, follower = os.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a real size
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "migrate", *backup_args(dovecot, account, tmp_path / "a.sqlite")],
-        env=cli_env(account.password), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=follower)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=60) == 0
-    os.close(leader)
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    assert "folders" in screen and "|" in screen, screen  # tqdm bar drawn on the terminal
-    assert proc.stdout is not None and proc.stdout.read() == b"", "progress must not go to stdout"
+    code, _, out, raw = run_on_a_terminal(backup_args(dovecot, account, tmp_path / "a.sqlite"),
+                                          cli_env(account.password))
+    assert code == 0
+    drawn = raw.decode("utf-8", "replace")
+    assert "folders" in drawn and "|" in drawn, drawn  # tqdm bars were drawn on the terminal
+    assert out == "", "progress must not go to stdout"
 
 
 def test_log_lines_when_not_a_tty_and_silence_with_quiet(dovecot, account, tmp_path):
@@ -185,7 +170,8 @@ def test_a_noop_run_sends_one_status_per_folder(dovecot, account, tmp_path, conn
 # -- what the terminal shows -----------------------------------------------------------------
 def run_on_a_terminal(argv: list[str], env: dict[str, str], act=None, columns: int = 100):
     """Run the CLI with stderr on a pseudo-terminal; returns (exit code, the screen as a
-    terminal would show it, stdout). ``act(proc)`` runs once the child is started."""
+    terminal would show it at the end, stdout, the raw bytes the terminal got).
+    ``act(proc)`` runs once the child is started."""
     import pyte
 
     leader, follower = os.openpty()
@@ -211,15 +197,15 @@ def run_on_a_terminal(argv: list[str], env: dict[str, str], act=None, columns: i
     # a pty turns "\n" into "\r\n" (ONLCR); the raw bytes are fed as the terminal gets them
     stream.feed(b"".join(chunks))
     out = proc.stdout.read().decode() if proc.stdout else ""
-    return code, [line.rstrip() for line in screen.display], out
+    return code, [line.rstrip() for line in screen.display], out, b"".join(chunks)
 
 
 def test_a_tty_run_ends_with_a_per_folder_table(dovecot, account, tmp_path):
     import re
 
     seed_folders(dovecot, account, {"INBOX": 3, "Work": 5, "Quiet": 0})
-    code, lines, out = run_on_a_terminal(backup_args(dovecot, account, tmp_path / "a.sqlite"),
-                                         cli_env(account.password))
+    code, lines, out, _ = run_on_a_terminal(backup_args(dovecot, account, tmp_path / "a.sqlite"),
+                                            cli_env(account.password))
     assert code == 0, lines
     assert out == ""
     text = "\n".join(lines)
@@ -250,7 +236,7 @@ def test_ctrl_c_prints_its_line_below_the_bars(dovecot, account, tmp_path):
 
         argv = ["backup", f"imap://{account.name}@127.0.0.1:{proxy.port}?tls=none",
                 str(tmp_path / "a.sqlite"), "--password-env", PASSWORD_ENV]
-        code, lines, _ = run_on_a_terminal(argv, cli_env(account.password), interrupt)
+        code, lines, _, _ = run_on_a_terminal(argv, cli_env(account.password), interrupt)
     assert code == 130, lines
     message = [line for line in lines if "interrupted" in line]
     assert message == ["mailmigrate: interrupted; run the same command again to resume"], lines

@@ -23,6 +23,13 @@ def start_wizard(env: dict[str, str], name: str) -> tuple[int, int]:
     return pid, fd
 
 
+def converse(fd: int, screen: bytearray, turns: list[tuple[bytes, str]]) -> None:
+    """Answer each question (the bytes it shows) with its answer, in order."""
+    for question, answer in turns:
+        _expect(fd, screen, question)
+        os.write(fd, answer.encode() + b"\n")
+
+
 def finish(pid: int, fd: int, screen: bytearray) -> int:
     _drain(fd, screen)
     _, status = os.waitpid(pid, 0)
@@ -34,22 +41,13 @@ def test_drain_wizard_asks_retention_and_warns_about_an_env_password(dovecot, ac
     env = job_env(home, account.password)
     pid, fd = start_wizard(env, "pop")
     screen = bytearray()
+    url = f"pop3://{account.name}@{dovecot.host}:{dovecot.pop3_port}?tls=none"
     try:
-        _expect(fd, screen, b"backup (IMAP) or drain (POP3)")
-        os.write(fd, b"drain\n")
-        _expect(fd, screen, b"e-mail address")
-        url = f"pop3://{account.name}@{dovecot.host}:{dovecot.pop3_port}?tls=none"
-        os.write(fd, url.encode() + b"\n")
-        _expect(fd, screen, b"Archive")
-        os.write(fd, str(tmp_path / "pop.sqlite").encode() + b"\n")
-        _expect(fd, screen, b"once it is archived")
-        os.write(fd, b"sometimes\n")  # not an answer: asked again
-        _expect(fd, screen, b"try again")
-        os.write(fd, b"14\n")
-        _expect(fd, screen, b"password come from")
-        os.write(fd, b"env\n")
-        _expect(fd, screen, b"Environment variable")
-        os.write(fd, b"MM_TEST_PASSWORD\n")
+        converse(fd, screen, [(b"backup (IMAP) or drain (POP3)", "drain"), (b"e-mail address", url),
+                              (b"Archive", str(tmp_path / "pop.sqlite")),
+                              (b"once it is archived", "sometimes"),  # not an answer: asked again
+                              (b"try again", "14"), (b"password come from", "env"),
+                              (b"Environment variable", "MM_TEST_PASSWORD")])
         _expect(fd, screen, b"Saved job 'pop'")
     finally:
         code = finish(pid, fd, screen)
@@ -78,23 +76,12 @@ def test_wizard_offers_a_password_file_and_writes_it_private(dovecot, account, h
     pwfile = home / "secret" / "box.pw"
     pid, fd = start_wizard(env, "box")
     screen = bytearray()
+    url = f"imap://{account.name}@{dovecot.host}:{dovecot.imap_port}?tls=none"
     try:
-        _expect(fd, screen, b"backup (IMAP) or drain (POP3)")
-        os.write(fd, b"\n")
-        _expect(fd, screen, b"e-mail address")
-        os.write(fd, f"imap://{account.name}@{dovecot.host}:{dovecot.imap_port}?tls=none\n".encode())
-        _expect(fd, screen, b"Archive")
-        os.write(fd, str(tmp_path / "box.sqlite").encode() + b"\n")
-        _expect(fd, screen, b"Folders to back up")
-        os.write(fd, b"\n")
-        _expect(fd, screen, b"Folders to skip")
-        os.write(fd, b"\n")
-        _expect(fd, screen, b"password come from")
-        os.write(fd, b"file\n")
-        _expect(fd, screen, b"File holding it")
-        os.write(fd, str(pwfile).encode() + b"\n")
-        _expect(fd, screen, b"written to")
-        os.write(fd, account.password.encode() + b"\n")
+        converse(fd, screen, [(b"backup (IMAP) or drain (POP3)", ""), (b"e-mail address", url),
+                              (b"Archive", str(tmp_path / "box.sqlite")), (b"Folders to back up", ""),
+                              (b"Folders to skip", ""), (b"password come from", "file"),
+                              (b"File holding it", str(pwfile)), (b"written to", account.password)])
         _expect(fd, screen, b"Saved job 'box'")
     finally:
         code = finish(pid, fd, screen)
@@ -115,15 +102,12 @@ def test_a_wrong_password_writes_no_password_file(dovecot, account, home, tmp_pa
     pwfile = home / "wrong.pw"
     pid, fd = start_wizard(job_env(home), "w")
     screen = bytearray()
+    url = f"imap://{account.name}@{dovecot.host}:{dovecot.imap_port}?tls=none"
     try:
-        for prompt, answer in ((b"backup (IMAP)", b""), (b"e-mail address",
-                               f"imap://{account.name}@{dovecot.host}:{dovecot.imap_port}?tls=none".encode()),
-                               (b"Archive", str(tmp_path / "w.sqlite").encode()),
-                               (b"Folders to back up", b""), (b"Folders to skip", b""),
-                               (b"password come from", b"file"), (b"File holding it", str(pwfile).encode()),
-                               (b"written to", b"not-the-password")):
-            _expect(fd, screen, prompt)
-            os.write(fd, answer + b"\n")
+        converse(fd, screen, [(b"backup (IMAP)", ""), (b"e-mail address", url),
+                              (b"Archive", str(tmp_path / "w.sqlite")), (b"Folders to back up", ""),
+                              (b"Folders to skip", ""), (b"password come from", "file"),
+                              (b"File holding it", str(pwfile)), (b"written to", "not-the-password")])
     finally:
         code = finish(pid, fd, screen)
     assert code == 3, screen.decode(errors="replace")
