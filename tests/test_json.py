@@ -114,10 +114,12 @@ def test_errors_come_as_json_too(dovecot, account, tmp_path):
     assert not archive.exists(), "a run that cannot log in leaves no archive"
     unknown = check(run_cli("backup", "--json", "--no-such-option"), 2, "backup")
     assert "--no-such-option" in unknown["errors"][0]
+    nopw = check(run_cli(*backup_args(dovecot, account, archive, "--json"), env=cli_env()), 2, "backup")
+    assert "is not set" in nopw["errors"][0] and not archive.exists()  # said before connecting
     missing = check(run_cli("ls", str(tmp_path / "none.sqlite"), "--json"), 5, "ls")
     assert missing["error"]["type"] == "ArchiveError"
     refused = check(run_cli("backup", "imap://u@127.0.0.1:9?tls=none", str(archive), "--password-env",
-                            PASSWORD_ENV, "--json", "--retries", "0"), 4, "backup")
+                            PASSWORD_ENV, "--json", "--retries", "0", password="pw"), 4, "backup")
     assert "cannot connect" in refused["errors"][0] and not archive.exists()
 
 
