@@ -15,6 +15,7 @@ from migrate.results import FolderResult, TransferResult
 
 class Reporter(Protocol):
     def start(self, folders: int) -> None: ...
+    def planned(self, expected: dict[str, int]) -> None: ...
     def folder_start(self, folder: str, expected_messages: int) -> None: ...
     def advance(self, messages: int, nbytes: int) -> None: ...
     def folder_done(self, result: FolderResult) -> None: ...
@@ -27,6 +28,10 @@ class NullReporter:
 
     def start(self, folders: int) -> None:
         pass
+
+    def planned(self, expected: dict[str, int]) -> None:
+        """Messages each folder is expected to transfer, from STATUS (or the archive)
+        before the first message moves; a total that does not grow as folders open."""
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
         pass
@@ -52,6 +57,9 @@ class RecordingReporter(NullReporter):
 
     def start(self, folders: int) -> None:
         self.events.append(("start", folders))
+
+    def planned(self, expected: dict[str, int]) -> None:
+        self.events.append(("planned", dict(expected)))
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
         self.events.append(("folder_start", folder))

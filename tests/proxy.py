@@ -26,6 +26,20 @@ proxy never parses or answers anything.  It exists so that tests can
     one-shot, or once per connection with ``per_connection=True``.
   - ``reset()``: RST every open connection now (SO_LINGER 0), both sides.
   - ``close_all()``: close every open connection now (FIN), both sides.
+* hold traffic at a chosen point, so that a test acts at a known instant rather
+  than after a sleep (a kill lands mid-transfer, a connection is refused while the
+  others are busy):
+
+  - ``hold_after(n)``: forward exactly ``n`` more server bytes (all connections),
+    then forward nothing, either way, on any connection until ``release()``;
+    ``hold_after_client_sends(pattern, nth)``: the same once the client side has
+    sent ``pattern`` for the nth time (that chunk still reaches the server).
+    ``held`` (an Event) tells that the hold began; ``wait_held(timeout)``.
+  - ``admit_serially(settled)``: a connection's server bytes wait until every
+    earlier connection has closed or been sent ``settled`` (a regex, e.g. the
+    login's answer), so logins happen one after the other in accept order.
+  - ``hold_responses(pattern, until)``: a server chunk matching ``pattern``
+    waits until ``until()`` is true (checked every 50 ms).
 
 Thread based: one accept thread, two pump threads per connection.  Sockets
 use a 0.05 s timeout internally so that ``stop()`` (or leaving the ``with``
@@ -35,10 +49,12 @@ block) is prompt and never hangs on a blocked peer.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _POLL = 0.05
@@ -69,6 +85,11 @@ class _Conn:
         self.to_server = 0
         self.stalled = False  # per-connection stall already done
         self.started = time.monotonic()
+        self.index = 0  # accept order, from 1
+        self.settled = False  # admit_serially: the server sent the `settled` pattern
+        self.tail_from_server = b""  # the last bytes seen each way, for patterns across chunks
+        self.tail_to_server = b""
+        self.client_matches = 0
         self._lock = threading.Lock()
         self._pumps_left = 2
         self._rst = False
@@ -133,9 +154,12 @@ class _Conn:
                     if not self.proxy._forward_from_server(self, data):
                         break
                 else:
+                    if not self.proxy._gate(self, data, from_server=False):
+                        break
                     self.proxy._count_to_server(self, data)
                     if not self._send(dst, data):
                         break
+                    self.proxy._after_client_sent(self, data)
         finally:
             with self._lock:
                 self._pumps_left -= 1
@@ -182,6 +206,14 @@ class TcpProxy:
         self._conns: set[_Conn] = set()
         self._cut: _Cut | None = None
         self._stall: _Stall | None = None
+        #: set when a hold begins; forwarding stops until release()
+        self.held = threading.Event()
+        self._hold_at: int | None = None  # server bytes still to pass before the hold
+        self._hold_to_server: int | None = None  # the same, client bytes
+        self._hold_client: tuple[bytes, int] | None = None
+        self._admit: re.Pattern[bytes] | None = None
+        self._admission: list[_Conn] = []
+        self._hold_pattern: tuple[re.Pattern[bytes], Callable[[], bool]] | None = None
         self._stop = threading.Event()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -243,6 +275,59 @@ class TcpProxy:
         with self._lock:
             self._cut = None
             self._stall = None
+
+    def hold_after(self, n_bytes: int, *, to_server: bool = False) -> None:
+        """Forward exactly n more server->client bytes, then hold everything (see module
+        doc); with ``to_server``, hold once n more client->server bytes went through
+        (after the chunk that carried the n-th byte)."""
+        with self._lock:
+            self._hold_at = None if to_server else max(n_bytes, 0)
+            self._hold_to_server = max(n_bytes, 0) if to_server else None
+            self._hold_client = None
+            self.held.clear()
+        if n_bytes <= 0:
+            self.hold_now()
+
+    def hold_after_client_sends(self, pattern: bytes, nth: int = 1) -> None:
+        """Hold everything once the client side has sent ``pattern`` ``nth`` times in all."""
+        with self._lock:
+            for c in self._conns:
+                c.client_matches = 0
+            self._hold_client = (pattern, nth)
+            self._hold_at = self._hold_to_server = None
+            self.held.clear()
+
+    def hold_now(self) -> None:
+        with self._lock:
+            self._hold_at = self._hold_to_server = None
+            self._hold_client = None
+            self.held.set()
+
+    def wait_held(self, timeout: float) -> bool:
+        return self.held.wait(timeout)
+
+    def release(self) -> None:
+        """End a hold (and any pending hold trigger): forwarding goes on."""
+        with self._lock:
+            self._hold_at = self._hold_to_server = None
+            self._hold_client = None
+            self.held.clear()
+
+    def admit_serially(self, settled: bytes) -> None:
+        """Hold each new connection's server bytes until every earlier one settled or closed."""
+        with self._lock:
+            self._admit = re.compile(settled)
+
+    def hold_responses(self, pattern: bytes, until: Callable[[], bool]) -> None:
+        """Hold server chunks matching ``pattern`` until ``until()`` is true."""
+        with self._lock:
+            self._hold_pattern = (re.compile(pattern), until)
+
+    @property
+    def settled_connections(self) -> int:
+        """Connections that were sent the admit_serially pattern (or closed before it)."""
+        with self._lock:
+            return sum(1 for c in self._admission if c.settled or c.closed.is_set())
 
     def reset(self) -> None:
         """RST every open connection (both sides) now."""
@@ -317,6 +402,8 @@ class TcpProxy:
             with self._lock:
                 self._conns.add(conn)
                 self.connections_accepted += 1
+                conn.index = self.connections_accepted
+                self._admission.append(conn)
                 self.peak_connections = max(self.peak_connections, len(self._conns))
                 cut = self._cut
             conn.start()
@@ -339,14 +426,59 @@ class TcpProxy:
             self.bytes_to_server += len(data)
             self._record(self._to_server_rec, data)
 
+    def _gate(self, conn: _Conn, data: bytes | memoryview, *, from_server: bool) -> bool:
+        """Wait while a hold keeps this chunk back; False if the connection closed meanwhile."""
+        chunk = bytes(data)
+        while True:
+            pattern_hold = None
+            with self._lock:
+                blocked = self.held.is_set()
+                if from_server and not blocked and self._admit is not None:
+                    blocked = any(c.index < conn.index and not c.settled and not c.closed.is_set()
+                                  for c in self._admission)
+                if from_server and not blocked and self._hold_pattern is not None:
+                    regex, until = self._hold_pattern
+                    if regex.search(conn.tail_from_server + chunk):
+                        pattern_hold = until
+            if pattern_hold is not None:
+                blocked = not pattern_hold()
+            if not blocked:
+                return True
+            if conn.closed.is_set() or self._stop.is_set():
+                return False
+            conn.closed.wait(_POLL)
+
+    def _after_client_sent(self, conn: _Conn, data: bytes) -> None:
+        with self._lock:
+            seen = conn.tail_to_server + data
+            conn.tail_to_server = seen[-256:]
+            if self._hold_to_server is not None:
+                self._hold_to_server -= len(data)
+                if self._hold_to_server <= 0:
+                    self._hold_to_server = None
+                    self.held.set()
+            if self._hold_client is not None:
+                pattern, nth = self._hold_client
+                # count only occurrences that end in this chunk (the tail was counted before)
+                start = max(len(seen) - len(data) - len(pattern) + 1, 0)
+                conn.client_matches += seen.count(pattern, start)
+                if sum(c.client_matches for c in self._admission) >= nth:
+                    self._hold_client = None
+                    self.held.set()
+
     def _forward_from_server(self, conn: _Conn, data: bytes) -> bool:
         """Send server data to the client, applying faults; False = stop pumping."""
         view = memoryview(data)
         while view:
+            if not self._gate(conn, view, from_server=True):
+                return False
             with self._lock:
                 limit = len(view)
                 cut, stall = self._cut, self._stall
                 cut_here = False
+                hold_here = False
+                if self._hold_at is not None and self._hold_at < limit:
+                    limit, hold_here = self._hold_at, True
                 if cut is not None:
                     allowed = cut.remaining - conn.from_server if cut.per_connection else cut.remaining
                     allowed = max(allowed, 0)
@@ -377,6 +509,15 @@ class TcpProxy:
                         self._stall = None  # one-shot
                 if cut_here and self._cut is cut and not cut.per_connection:
                     self._cut = None  # one-shot
+                if self._hold_at is not None:
+                    self._hold_at = max(self._hold_at - n, 0)
+                if hold_here and self._hold_at == 0:
+                    self._hold_at = None
+                    self.held.set()
+                seen = conn.tail_from_server + bytes(chunk)
+                conn.tail_from_server = seen[-256:]
+                if self._admit is not None and not conn.settled and self._admit.search(seen):
+                    conn.settled = True
             if chunk and not conn._send(conn.client, chunk):
                 return False
             if self.connection_bandwidth:

@@ -276,7 +276,7 @@ def test_ls_lists_folders_counts_and_sizes(server, account, tmp_path):
     assert run_cli(*backup_args(server, account, archive), password=account.password).code == 0
     listing = run_cli("ls", str(archive), "--json")
     assert listing.code == 0
-    rows = {r["folder"]: r for r in json.loads(listing.out)}
+    rows = {r["folder"]: r for r in json.loads(listing.out)["folders"]}
     assert rows["日本語"]["messages"] == 2
     assert rows["日本語"]["bytes"] == sum(len(raw) for raw in pair)
     assert rows["Gesendet"]["special_use"] == "\\Sent"

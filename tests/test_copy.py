@@ -10,7 +10,8 @@ from pathlib import Path
 import dovecot as dovecot_module
 import pytest
 from cli_helpers import PASSWORD_ENV, cli_env, imap_url, run_cli
-from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed
+from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed, via
+from proxy import TcpProxy
 from seeding import append, create_folder, imap_login
 from test_backup import DATES, seed_rich_account, server_state
 from test_restore import placed
@@ -134,10 +135,12 @@ def test_copy_kill9_loop_ends_exactly_once(server, tmp_path, connections):
     folders = FOLDERS
     client = imap_login(server, a)
     mailbox = GrowingMailbox(client, rng)
-    mailbox.add(250)
+    first = mailbox.add(250)
     env = copy_env(tmp_path, a, c)
-    kill_loop(copy_args(server, a, server, c, "--quiet", "--max-connections", str(connections)),
-              env, rng, seed, lambda: mailbox.add(60))
+    with TcpProxy(server.host, server.imap_port, record=False) as proxy:
+        proxied = via(proxy, server)  # both accounts through the proxy: a hold stops both sides
+        kill_loop(copy_args(proxied, a, proxied, c, "--quiet", "--max-connections", str(connections)),
+                  env, rng, seed, lambda: mailbox.add(60), proxy, first)
     client.logout()
     counter = mailbox.count
     final = run_cli(*copy_args(server, a, server, c, "--json"), env=env)

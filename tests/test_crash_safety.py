@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import archive_contents, backup_args, cli_env
-from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed
+from killloop import FOLDERS, GrowingMailbox, kill_loop, kill_seed, via
+from proxy import TcpProxy
 from seeding import bulk_append, create_folder, imap_login, seed_message
 from test_backup import assert_archive_matches_server, server_state
 
@@ -36,10 +37,12 @@ def test_kill9_loop_ends_exactly_once(server, account, tmp_path, kind, connectio
     folders = FOLDERS
     client = imap_login(server, account)
     growing = GrowingMailbox(client, rng)
-    growing.add(250)
+    first = growing.add(250)
     archive = tmp_path / kind
-    kill_loop(backup_args(server, account, archive, "--quiet", "--max-connections", str(connections)),
-              cli_env(account.password), rng, seed, lambda: growing.add(60), pause=(0.2, 1.2))
+    with TcpProxy(server.host, server.imap_port, record=False) as proxy:
+        kill_loop(backup_args(via(proxy, server), account, archive, "--quiet", "--max-connections",
+                              str(connections)),
+                  cli_env(account.password), rng, seed, lambda: growing.add(60), proxy, first)
     client.logout()
     counter = growing.count
     final = start_backup(server, account, archive)

@@ -300,47 +300,62 @@ def start_drain(server, user, archive: Path, *extra: str) -> subprocess.Popen[by
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ARCHIVE_KINDS)
 def test_kill9_loop_exactly_once_and_nothing_lost(server, account, tmp_path, kind):
-    """kill -9 at random moments (before/during RETR, DELE, QUIT), with and without --delete."""
+    """kill -9 before/during RETR, mid-DELE and after QUIT reached the server, with and
+    without --delete. Each kill instant is chosen through the proxy (see tests/killloop.py):
+    a random byte of the mail this run must download, the k-th DELE, or the QUIT whose
+    answer is held back, so every kill lands and the assertions never race the clock."""
+    from killloop import run_until_killed, via
+    from proxy import TcpProxy
+
     seed = int(os.environ.get("MM_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     client = imap_login(server, account)
     sent: dict[bytes, int] = {}
     counter = 0
 
-    def add_mail(n: int) -> None:
+    def add_mail(n: int) -> tuple[int, int]:
         nonlocal counter
         batch = [seed_message(counter + i, rng.choice([800, 6_000, 60_000]), tag=kind[:4])
                  for i in range(n)]
         counter += n
         bulk_append(client, "INBOX", batch)
         sent.update((raw, 0) for raw in batch)
+        return n, sum(len(raw) for raw in batch)
 
-    add_mail(300)
+    added = add_mail(300)
     archive = tmp_path / kind
-    kills = attempts = 0
-    with_delete = 0
-    while kills < 12 and attempts < 60:
-        attempts += 1
-        if attempts > 1:
-            add_mail(rng.choice([20, 80]))
-        extra = ("--delete",) if rng.random() < 0.5 else ()
-        with_delete += bool(extra)
-        proc = start_drain(server, account, archive, *extra)
-        time.sleep(rng.uniform(0.25, 0.9))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        assert proc.returncode in (0, -signal.SIGKILL), f"seed {seed}: {err}"
-        # after every run: a message gone from the server is in the archive
-        on_server = set(server_by_uidl(server, account).values())
-        in_archive = Counter(raw for _, raw in archived(archive))
-        gone = [raw for raw in sent if raw not in on_server]
-        assert all(in_archive[raw] == 1 for raw in gone), f"seed {seed}: lost a deleted message"
-        assert max(in_archive.values(), default=1) == 1, f"seed {seed}: duplicate in archive"
-    assert kills >= 10, f"seed {seed}: only {kills} kills landed"
-    assert 0 < with_delete < attempts, f"seed {seed}: want runs with and without --delete"
+    phases: Counter[str] = Counter()
+    with TcpProxy(server.host, server.pop3_port, record=False) as proxy:
+        proxied = via(proxy, server)
+        for attempt in range(12):
+            if attempt:
+                added = add_mail(rng.choice([20, 80]))
+            delete = attempt % 2 == 1 or rng.random() < 0.3
+            extra = ("--delete",) if delete else ()
+            phase = rng.choice(["retr", "dele", "quit"]) if delete else "retr"
+            phases[phase] += 1
+            new_messages, new_bytes = added
+
+            def arm(phase: str = phase, n: int = new_messages, size: int = new_bytes) -> None:
+                if phase == "retr":
+                    proxy.hold_after(rng.randrange(0, size))
+                elif phase == "dele":
+                    proxy.hold_after_client_sends(b"DELE ", rng.randint(1, n))
+                else:  # the server has QUIT (and so deletes); its answer never arrives
+                    proxy.hold_after_client_sends(b"QUIT")
+
+            argv = drain_args(proxied, account, archive, "--quiet", *extra)
+            killed, err, code = run_until_killed(argv, cli_env(account.password), proxy, rng, arm,
+                                                 (0.0, 0.3))
+            assert code in (0, -signal.SIGKILL), f"seed {seed}: {err}"
+            assert killed, f"seed {seed}: run {attempt + 1} ({phase}) finished before its kill"
+            # after every run: a message gone from the server is in the archive
+            on_server = set(server_by_uidl(server, account).values())
+            in_archive = Counter(raw for _, raw in archived(archive))
+            gone = [raw for raw in sent if raw not in on_server]
+            assert all(in_archive[raw] == 1 for raw in gone), f"seed {seed}: lost a deleted message"
+            assert max(in_archive.values(), default=1) == 1, f"seed {seed}: duplicate in archive"
+    assert phases["retr"] and phases["dele"] + phases["quit"], f"seed {seed}: {phases}"
     client.logout()
     final = start_drain(server, account, archive, "--delete")
     assert final.wait(timeout=300) == 0, final.stderr.read().decode() if final.stderr else ""

@@ -212,10 +212,15 @@ def test_concurrent_runs_one_wins(dovecot, account, home, tmp_path):
     assert sum(r["new_messages"] for r in history(home, "race")) == 40
 
 
-def _expect(fd: int, screen: bytearray, text: bytes, timeout: float = 30) -> None:
+def _expect(fd: int, screen: bytearray, text: bytes, timeout: float = 60) -> None:
+    """Read the terminal until ``text`` shows; a wizard that asks something else
+    fails the test (select, so that a question nobody answers cannot hang it)."""
+    import select
+
     deadline = time.monotonic() + timeout
     while text not in screen:
-        if time.monotonic() > deadline:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
             raise AssertionError(f"waited for {text!r}; screen so far:\n{screen.decode(errors='replace')}")
         try:
             chunk = os.read(fd, 4096)
@@ -249,12 +254,18 @@ def test_interactive_wizard_over_a_pty(dovecot, account, home, tmp_path):
     screen = bytearray()
     try:
         _expect(fd, screen, b"backup (IMAP) or drain (POP3)")
+        os.write(fd, b"bakup\n")  # a typo asks again
+        _expect(fd, screen, b"try again")
         os.write(fd, b"\n")  # the default: backup
         _expect(fd, screen, b"e-mail address")
+        os.write(fd, b"nobody\n")  # neither an address nor a URL: asked again
+        _expect(fd, screen, b"neither an e-mail address")
         os.write(fd, imap_url(dovecot, account).encode() + b"\n")
         _expect(fd, screen, b"Archive")
         assert f"Server: {dovecot.host}:{dovecot.imap_port}".encode() in screen
         os.write(fd, str(archive).encode() + b"\n")
+        _expect(fd, screen, b"Folders to back up")
+        os.write(fd, b"INBOX, Work\n")
         _expect(fd, screen, b"password come from")
         assert b"[keyring]" in screen, "the keyring is the default where it exists"
         os.write(fd, b"\n")
@@ -268,7 +279,9 @@ def test_interactive_wizard_over_a_pty(dovecot, account, home, tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
     assert b"Login OK" in screen
     assert account.password.encode() not in screen, "the password is never echoed"
+    saved = tomllib.loads((home / "config" / "jobs" / "wiz.toml").read_text())
     assert account.password not in (home / "config" / "jobs" / "wiz.toml").read_text()
+    assert saved["folders"] == ["INBOX", "Work"] and saved["credentials"]["method"] == "keyring"
     for _ in range(2):
         result = run_cli("run", "wiz", env=env)
         assert result.code == 0, result.err
@@ -314,7 +327,7 @@ def test_job_file_round_trip_and_validation(home, monkeypatch):
 
 def test_wizard_turns_an_address_into_a_url() -> None:
     """What the wizard does with "me@gmx.de": the preset's domain, IMAP or POP3 by command."""
-    from migrate.cli.jobs import address_url
+    from migrate.cli.wizard import address_url
     from migrate.config.endpoints import parse_endpoint
     from migrate.errors import UsageError
 

@@ -1,4 +1,4 @@
-"""Provider presets: every file validates; host resolution; README table in sync."""
+"""Provider presets: every file validates; host resolution; docs/providers.md table in sync."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from migrate.folders import matches
 
 REQUIRED = {"gmail", "outlook", "yahoo", "icloud", "fastmail", "zoho", "gmx", "webde",
             "t-online", "ionos", "strato", "posteo", "mailbox-org", "dovecot"}
-README = Path(__file__).resolve().parent.parent / "README.md"
+PROVIDERS_DOC = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
 
 
 def raw_preset(pid: str) -> dict:
@@ -203,20 +203,21 @@ def test_providers_command_lists_every_preset() -> None:
         assert prof.id in result.out and prof.name in result.out
     assert "defaults: 4 connections; rate 20KB after 700MB" in result.out  # gmail's
     result = run_cli("providers", "--json")
-    ids = [p["id"] for p in result.json()]
+    ids = [p["id"] for p in result.json()["providers"]]
     assert ids == [p.id for p in all_profiles()]
-    gmail = next(p for p in result.json() if p["id"] == "gmail")
+    assert "skips [G*]/Important, [G*]/Wichtig" in run_cli("providers").out, "globs print as names"
+    gmail = next(p for p in result.json()["providers"] if p["id"] == "gmail")
     assert gmail["defaults"]["connections"] == 4 and gmail["defaults"]["rate"] == "20KB after 700MB"
 
 
-def test_readme_providers_table_matches_profiles() -> None:
-    """Fails when a preset changes and the README table is not regenerated."""
-    text = README.read_text(encoding="utf-8")
+def test_docs_providers_table_matches_profiles() -> None:
+    """Fails when a preset changes and the docs/providers.md table is not regenerated."""
+    text = PROVIDERS_DOC.read_text(encoding="utf-8")
     begin, end = "<!-- providers:begin -->\n", "<!-- providers:end -->"
-    assert begin in text and end in text, "README lacks the providers table markers"
+    assert begin in text and end in text, "docs/providers.md lacks the providers table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == markdown_table(), (
-        "README providers table is stale: regenerate with python -m migrate.config.profiles --markdown")
+        "docs/providers.md table is stale: regenerate with python -m migrate.config.profiles --markdown")
 
 
 def test_provider_flag_on_backup_and_drain(dovecot, account, tmp_path) -> None:

@@ -155,19 +155,31 @@ def _grow_archive(path: Path, folders: list[str], start: int, n: int, rng) -> in
 @pytest.mark.slow
 def test_restore_kill9_loop_ends_exactly_once(server, tmp_path):
     from cli_helpers import sqlite_folder_contents
-    from killloop import FOLDERS, kill_loop, kill_seed
+    from killloop import FOLDERS, kill_loop, kill_seed, via
+    from proxy import TcpProxy
 
     seed, rng = kill_seed()
     b = server.add_user()
     folders = FOLDERS
     archive = tmp_path / "big.sqlite"
-    next_number = [_grow_archive(archive, folders, 1, 300, rng)]
 
-    def grow() -> None:
+    def archived_bytes() -> int:
+        return sum(len(raw) for box in sqlite_folder_contents(archive).values()
+                   for raw, _, _ in box.values())
+
+    next_number = [_grow_archive(archive, folders, 1, 300, rng)]
+    first = archived_bytes()
+
+    def grow() -> int:
+        before = archived_bytes()
         next_number[0] = _grow_archive(archive, folders, next_number[0], 60, rng)
+        return archived_bytes() - before
 
     env = state_env(tmp_path, b.password)
-    kill_loop(restore_args(archive, server, b, "--quiet"), env, rng, seed, grow)
+    with TcpProxy(server.host, server.imap_port, record=False) as proxy:
+        # restore sends the mail: the hold counts what the CLI writes to the server
+        kill_loop(restore_args(archive, via(proxy, server), b, "--quiet"), env, rng, seed, grow,
+                  proxy, first, to_server=True)
     counter = next_number[0]
     final = run_cli(*restore_args(archive, server, b, "--json"), env=env)
     assert final.code == 0, f"seed {seed}: {final.err}"

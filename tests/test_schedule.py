@@ -10,14 +10,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import PASSWORD_ENV, imap_url, run_cli
+from cli_helpers import imap_url, run_cli
 from test_jobs import history, home, job_env, seed  # noqa: F401 (home is a fixture)
 
 
 @pytest.fixture
 def saved_job(dovecot, account, home, tmp_path):  # noqa: F811
+    """A job a scheduler can run: its password in a file (an env variable would be
+    missing under cron and systemd, and `schedule` refuses such a job)."""
+    secret = home / "night.pw"
+    secret.write_text(account.password + "\n")
+    secret.chmod(0o600)
     result = run_cli("jobs", "add", "night", "--source", imap_url(dovecot, account),
-                     "--dest", str(tmp_path / "a.sqlite"), "--password-env", PASSWORD_ENV,
+                     "--dest", str(tmp_path / "a.sqlite"), "--password-file", str(secret),
                      env=job_env(home, account.password))
     assert result.code == 0, result.err
     return "night"

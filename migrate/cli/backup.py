@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,11 +17,13 @@ from migrate.cli.common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LogFileOpt,
     LoginOptions,
     MaxBytesOpt,
     MaxConnectionsOpt,
     MaxTimeOpt,
     OAuth2Opt,
+    Outcome,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -36,12 +37,12 @@ from migrate.cli.common import (
     announce,
     app,
     budget,
-    emit_summary,
-    exit_code_for,
+    check_archive_path,
     make_reporter,
     parse_since,
     retry_policy,
     run_guarded,
+    transfer_outcome,
 )
 from migrate.config.endpoints import parse_endpoint
 from migrate.engine.progress import human_bytes
@@ -52,7 +53,7 @@ from migrate.errors import EXIT_OK
 # -- commands ---------------------------------------------------------------------
 @app.command()
 def backup(
-    source: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://… (STARTTLS).")],
+    source: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://... (STARTTLS).")],
     archive: Annotated[str, typer.Argument(help="archive.sqlite, or a directory for an mbox tree.")],
     folder: FolderOpt = None,
     exclude: ExcludeOpt = None,
@@ -76,16 +77,18 @@ def backup(
     max_connections: MaxConnectionsOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Mirror an IMAP account's folder tree into an archive; re-runs fetch only what is new."""
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.config import run_defaults
         from migrate.engine.ratelimit import limited, shared_pacer
         from migrate.engine.retry import RetryingSource
         from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
+        check_archive_path(archive, archive_format)
         endpoint = parse_endpoint(source, insecure=insecure,
                                   cafile=str(cafile) if cafile else None, provider=provider)
         reporter = make_reporter(quiet, as_json)
@@ -100,30 +103,33 @@ def backup(
         account = f"{endpoint.user}@{endpoint.host}"
         password = LoginOptions(password_env, password_file, password_command,
                                 oauth2_token_command).source(endpoint)
-        if dry_run and not Path(archive).expanduser().exists():
-            from migrate.stores.empty import EmptyDestination
 
-            dest: Any = EmptyDestination()
-        else:
-            dest = open_archive(archive, archive_format, account=account, readonly=dry_run,
-                                lock_wait=lock_wait)
+        if not password.is_oauth2:
+            password.get()  # no password: said before any connection or file
+        def open_source() -> SourceStore:
+            return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
+                                          policy, reporter), pacer)
+
+        # Log in before the archive is opened: a run that cannot start (no
+        # password, a refused login, no server) leaves no empty archive behind.
+        src = open_source()
         try:
-            def open_source() -> SourceStore:
-                return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
-                                              policy, reporter), pacer)
+            if dry_run and not Path(archive).expanduser().exists():
+                from migrate.stores.empty import EmptyDestination
 
-            src = open_source()
+                dest: Any = EmptyDestination()
+            else:
+                dest = open_archive(archive, archive_format, account=account, readonly=dry_run,
+                                    lock_wait=lock_wait)
             try:
                 result = transfer(src, dest, options, reporter, open_source=open_source)
             finally:
-                src.close()
+                dest.close()
         finally:
-            dest.close()
-        if as_json:
-            emit_summary("backup", result, {"source": endpoint.display(), "archive": archive})
-        return exit_code_for(result)
+            src.close()
+        return transfer_outcome(result, {"source": endpoint.display(), "archive": archive})
 
-    run_guarded(body)
+    run_guarded(body, command="backup", as_json=as_json, log_file=log_file)
 
 
 @app.command("ls")
@@ -131,20 +137,20 @@ def list_archive(
     archive: Annotated[str, typer.Argument(help="The archive to list.")],
     as_json: JsonOpt = False,
     archive_format: FormatOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """List an archive's folders with message counts and sizes."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         store = open_archive(archive, archive_format, readonly=True)
         try:
             rows = store.folder_summary()
         finally:
             store.close()
         if as_json:
-            typer.echo(json.dumps([
+            return Outcome(EXIT_OK, {"archive": archive, "folders": [
                 {"folder": f.name, "messages": n, "bytes": size, "special_use": f.special_use}
-                for f, n, size in rows], ensure_ascii=False))
-            return EXIT_OK
+                for f, n, size in rows]})
         width = max((len(f.name) for f, _, _ in rows), default=6)
         for f, n, size in rows:
             special = f"  {f.special_use}" if f.special_use else ""
@@ -154,4 +160,4 @@ def list_archive(
         typer.echo(f"{'total':<{width}}  {total_n:>8}  {human_bytes(total_b):>10}")
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="ls", as_json=as_json, log_file=log_file)

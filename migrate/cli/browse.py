@@ -7,7 +7,6 @@ the one engine, so it streams in bounded batches and a re-run resumes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,13 +33,14 @@ from migrate.cli.common import (
     FormatOpt,
     JsonOpt,
     LockWaitOpt,
+    LogFileOpt,
+    Outcome,
     QuietOpt,
     app,
-    emit_summary,
-    exit_code_for,
     make_reporter,
     parse_since,
     run_guarded,
+    transfer_outcome,
 )
 from migrate.engine.progress import human_bytes
 from migrate.engine.transfer import TransferOptions, transfer
@@ -64,7 +64,7 @@ FtsOpt = Annotated[bool, typer.Option(
 def _query(text: str, from_addr: str | None, to_addr: str | None, subject: str | None,
            since: str | None, before: str | None, folder: list[str] | None,
            exclude: list[str] | None, fts: bool) -> SearchQuery:
-    before_day = parse_since(before) if before else None
+    before_day = parse_since(before, "--before") if before else None
     return SearchQuery(text=text, from_addr=from_addr, to_addr=to_addr, subject=subject,
                        since=parse_since(since), before=before_day, folders=folder or (),
                        exclude=exclude or (), raw_fts=fts)
@@ -76,8 +76,9 @@ def _short(text: str | None, width: int) -> str:
 
 
 def search_payload(archive: str, query: str, hits: list[Hit], more: bool) -> dict[str, Any]:
-    """``search --json``: one object (IDs are ints, as show and export take them)."""
-    return {"command": "search", "archive": archive, "query": query, "count": len(hits),
+    """``search --json``'s own fields, inside the common envelope (IDs are ints, as show
+    and export take them)."""
+    return {"archive": archive, "query": query, "count": len(hits),
             "truncated": more, "results": [h.as_dict() for h in hits]}
 
 
@@ -97,10 +98,11 @@ def search_cmd(
     limit: Annotated[int, typer.Option(help="Show at most this many (0: all).")] = 50,
     as_json: JsonOpt = False,
     archive_format: FormatOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Find messages in a SQLite archive; prints IDs for `show` and `export --id`."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         q = _query(query, from_addr, to_addr, subject, since, before, folder, exclude, fts)
         if limit < 0:
             raise UsageError("--limit must be 0 (all) or more")
@@ -114,8 +116,7 @@ def search_cmd(
         more = bool(limit) and len(hits) > limit
         hits = hits[:limit] if limit else hits
         if as_json:
-            typer.echo(json.dumps(search_payload(archive, query, hits, more), ensure_ascii=False))
-            return EXIT_OK
+            return Outcome(EXIT_OK, search_payload(archive, query, hits, more))
         for h in hits:
             day = (h.internaldate or h.date or "")[:10]
             typer.echo(f"{h.id:>7}  {day:<10}  {_short(h.folder, 20):<20}  "
@@ -127,7 +128,7 @@ def search_cmd(
             typer.echo("mailmigrate: no messages match", err=True)
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="search", as_json=as_json, log_file=log_file)
 
 
 @app.command("show")
@@ -138,10 +139,11 @@ def show_cmd(
         "--raw", help="Write the message's bytes to stdout exactly as archived.")] = False,
     as_json: JsonOpt = False,
     archive_format: FormatOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Show one message: headers, text body and the list of attachments."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         store = open_archive(archive, archive_format, readonly=True)
         try:
             folder, msg = find_message(store, message_id)
@@ -153,12 +155,11 @@ def show_cmd(
             return EXIT_OK
         shown = describe(parse_id(message_id), folder, msg)
         if as_json:
-            typer.echo(json.dumps(shown.as_dict(), ensure_ascii=False))
-        else:
-            typer.echo(render_shown(shown))
+            return Outcome(EXIT_OK, {"archive": archive, **shown.as_dict()})
+        typer.echo(render_shown(shown))
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="show", as_json=as_json and not raw, log_file=log_file)
 
 
 @app.command("export")
@@ -188,10 +189,11 @@ def export_cmd(
         "--mbox-format", help="When ARCHIVE is one .mbox file: auto, mboxo, mboxrd or mboxcl2.")
     ] = "auto",
     lock_wait: LockWaitOpt = 5.0,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Export messages to .eml files, one .mbox file or a Maildir, by folder and search filters."""
 
-    def body() -> int:
+    def body() -> Outcome:
         q = _query(query, from_addr, to_addr, subject, since, before, folder, exclude, fts)
         kind = export_format(dest, dest_format)
         identity = f"archive:{Path(strip_prefix(archive)).expanduser().resolve()}"
@@ -218,6 +220,10 @@ def export_cmd(
                     keys = {str(i) for i in matching_ids(require_sqlite(store, archive), q)}
                 if ids:
                     wanted = {str(parse_id(i)) for i in ids}
+                    for wanted_id in sorted(wanted):
+                        # an ID that names no message is "not found", as for `show` (exit 2),
+                        # said before anything is written
+                        find_message(store, wanted_id)
                     keys = wanted if keys is None else keys & wanted
                 source = FilteredArchiveSource(store, identity, keys=keys, before=q.before)
             target = open_export_destination(dest, identity, dest_format, dry_run=dry_run)
@@ -231,13 +237,10 @@ def export_cmd(
                 target.close()
         finally:
             store.close()
-        if as_json:
-            extra: dict[str, Any] = {"archive": archive, "destination": dest, "format": kind}
-            emit_summary("export", result, extra)
-        elif not quiet:
+        if not as_json and not quiet:
             verb = "would export" if dry_run else "exported"
             typer.echo(f"{verb} {result.new_messages} messages "
                        f"({human_bytes(result.new_bytes)}) to {dest}")
-        return exit_code_for(result)
+        return transfer_outcome(result, {"archive": archive, "destination": dest, "format": kind})
 
-    run_guarded(body)
+    run_guarded(body, command="export", as_json=as_json, log_file=log_file)

@@ -2,6 +2,23 @@
 
 Command modules import from here (never from :mod:`migrate.cli.backup`), so each
 command can live in its own small module without import cycles.
+
+A command's body is one call, which gives it the JSON envelope, ``--log-file``
+and the error rendering::
+
+    @app.command()
+    def frobnicate(archive: ..., as_json: JsonOpt = False, log_file: LogFileOpt = None) -> None:
+        def body() -> Outcome:
+            ...
+            return Outcome(EXIT_OK, {"archive": archive, "frobbed": 3})  # or an int
+        run_guarded(body, command="frobnicate", as_json=as_json, log_file=log_file)
+
+With ``--json`` the fields come out as one object on stdout inside the envelope
+``{"command", "ok", "exit_code", "duration_s", "errors", ...fields}``
+(``docs/summary.schema.json``); an error raised by the body comes out the same
+way (``ok: false``) while its one line goes to stderr. ``transfer_outcome``
+builds the Outcome of a transfer. Progress comes from :func:`make_reporter`.
+A body that returns a bare int prints its own output (``command`` not given).
 """
 
 from __future__ import annotations
@@ -9,18 +26,20 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sys
+import re
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import date
+from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
+from migrate.clock import now
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.config.rates import parse_size
-from migrate.engine.progress import LogReporter, TqdmReporter
+from migrate.engine import progress
 from migrate.engine.retry import RetryPolicy
 from migrate.engine.transfer import Budget
 from migrate.errors import (
@@ -31,7 +50,7 @@ from migrate.errors import (
     MailmigrateError,
     UsageError,
 )
-from migrate.reporting import NullReporter, Reporter
+from migrate.reporting import Reporter
 from migrate.results import TransferResult
 
 app = typer.Typer(
@@ -39,7 +58,10 @@ app = typer.Typer(
     help="Back up, drain, restore and migrate email over IMAP and POP3, exactly once.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # Plain click help: rich's option table cuts long option names ("--store-plaintext-passwo…")
+    # at any width; click's wraps the help text instead and never cuts a name.
+    rich_markup_mode=None,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -49,10 +71,15 @@ FolderOpt = Annotated[list[str] | None, typer.Option(
 ExcludeOpt = Annotated[list[str] | None, typer.Option(
     "--exclude", "-x", help="Skip folders matching this glob (repeatable).")]
 SinceOpt = Annotated[str | None, typer.Option(
-    help="Only messages with INTERNALDATE on or after this day (YYYY-MM-DD).")]
+    "--since", metavar="DAY",
+    help="Only messages with INTERNALDATE on or after this day: YYYY-MM-DD, or relative: "
+    "7d, 2w, today, yesterday.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be done; change nothing.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON summary object on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+LogFileOpt = Annotated[Path | None, typer.Option(
+    "--log-file", metavar="PATH",
+    help="Append timestamped progress lines and errors to this file (also with --quiet).")]
 PassEnvOpt = Annotated[str | None, typer.Option(
     "--password-env", metavar="VAR", help="Read the password from this environment variable.")]
 PassFileOpt = Annotated[Path | None, typer.Option(
@@ -99,32 +126,108 @@ RetryDelayOpt = Annotated[float, typer.Option(
     help="First wait before reconnecting; doubled per attempt (with jitter), at most 30 s.")]
 
 
+_STARTED: list[float] = []  # when the running command began (for emit_summary)
+
+
+@dataclass
+class Outcome:
+    """What a command body returns: its exit code and its own ``--json`` fields."""
+
+    exit_code: int = EXIT_OK
+    fields: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def envelope(command: str, exit_code: int, started: float, errors: Iterable[str],
+             fields: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one JSON shape of every command (docs/json.md): who, whether it worked,
+    how long it took, what went wrong, then the command's own fields."""
+    head: dict[str, Any] = {"command": command, "ok": exit_code == EXIT_OK,
+                            "exit_code": exit_code,
+                            "duration_s": round(time.monotonic() - started, 3),
+                            "errors": list(errors)}
+    rest = {k: v for k, v in (fields or {}).items() if k not in head}
+    return {**head, **rest}
+
+
 def fail(exc: MailmigrateError) -> NoReturn:
-    typer.echo(f"mailmigrate: error: {exc}", err=True)
+    _error_line(str(exc))
     raise typer.Exit(exc.exit_code)
 
 
-def run_guarded(body: Callable[[], int]) -> None:
-    """Run a command body, turning expected failures into one line and an exit code."""
+def _error_line(text: str) -> None:
+    """The human line on stderr (never timestamped: one line, easy to grep), and
+    the same line in the --log-file."""
+    progress.release_terminal()
+    typer.echo(f"mailmigrate: error: {text}", err=True)
+    progress.LOGGER.error(f"error: {text}", extra=progress.FILE_ONLY)
+
+
+def run_guarded(body: Callable[[], int | Outcome], *, command: str | None = None,
+                as_json: bool = False, log_file: Path | None = None) -> None:
+    """Run a command body, turning expected failures into one line and an exit code.
+
+    With ``command`` the body's :class:`Outcome` is printed as the JSON envelope
+    (when ``as_json``), and so is any error; see the module docstring.
+    """
+    started = time.monotonic()
+    _STARTED.append(started)
+
+    def report_error(code: int, text: str, kind: str) -> NoReturn:
+        if command and as_json:
+            payload = envelope(command, code, started, [text], {"error": {"type": kind,
+                                                                           "message": text}})
+            typer.echo(json.dumps(payload, ensure_ascii=False))
+        raise typer.Exit(code)
+
     try:
-        code = body()
+        if log_file is not None:
+            progress.log_to_file(log_file)
+        outcome = body()
     except MailmigrateError as exc:
         if os.environ.get("MAILMIGRATE_DEBUG"):
             raise
-        fail(exc)
+        _error_line(str(exc))
+        report_error(exc.exit_code, str(exc), type(exc).__name__)
     except KeyboardInterrupt:
-        typer.echo("mailmigrate: interrupted; run the same command again to resume", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        progress.release_terminal()
+        text = "interrupted; run the same command again to resume"
+        typer.echo(f"mailmigrate: {text}", err=True)
+        progress.LOGGER.error(text, extra=progress.FILE_ONLY)
+        report_error(EXIT_INTERRUPTED, text, "Interrupted")
     except OSError as exc:
         if os.environ.get("MAILMIGRATE_DEBUG"):
             raise
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
             where = f" ({exc.filename})" if exc.filename else ""
-            typer.echo(f"mailmigrate: error: cannot write the archive{where}: {exc.strerror}; "
-                       "free space or fix permissions, then run again", err=True)
-            raise typer.Exit(EXIT_ARCHIVE) from None
+            text = (f"cannot write the archive{where}: {exc.strerror}; "
+                    "free space or fix permissions, then run again")
+            _error_line(text)
+            report_error(EXIT_ARCHIVE, text, "ArchiveError")
         raise
-    raise typer.Exit(code)
+    finally:
+        progress.close_logs()
+        _STARTED.pop()
+    if isinstance(outcome, Outcome):
+        if command and as_json:
+            typer.echo(json.dumps(envelope(command, outcome.exit_code, started, outcome.errors,
+                                           outcome.fields), ensure_ascii=False))
+        raise typer.Exit(outcome.exit_code)
+    raise typer.Exit(outcome)
+
+
+def check_archive_path(path: str, fmt: str | None) -> None:
+    """Refuse an archive backup or drain cannot write (a Maildir, an eml tree, one .mbox
+    file, an unknown --format) before logging in; the archive itself is opened only
+    after the login, so a run that cannot start leaves none behind."""
+    from migrate.archive.open import FORMATS, guess_format
+
+    kind = fmt or guess_format(path)
+    if kind not in FORMATS:
+        raise UsageError(f"unknown --format {kind!r}; choose one of {', '.join(FORMATS)}")
+    if kind == "maildir":
+        raise UsageError(f"{path!r}: a Maildir is written by `mailmigrate export` only; "
+                         "back up into a .sqlite path or a directory (mbox tree)")
 
 
 def retry_policy(retries: int, delay: float) -> RetryPolicy:
@@ -139,21 +242,32 @@ def budget(max_time: float | None, max_bytes: str | None) -> Budget | None:
     return Budget(seconds=max_time, max_bytes=parse_size(max_bytes) if max_bytes else None)
 
 
-def parse_since(value: str | None) -> date | None:
+_RELATIVE = re.compile(r"(\d+)\s*([dw])", re.IGNORECASE)
+
+
+def parse_since(value: str | None, option: str = "--since") -> date | None:
+    """A day: ISO (2024-01-31), or relative to today: ``7d``, ``2w``, ``today``,
+    ``yesterday`` (what a scheduled job wants: "the last week", every night)."""
     if value is None:
         return None
+    text = value.strip().lower()
+    if text in ("today", "yesterday"):
+        return now().astimezone().date() - timedelta(days=0 if text == "today" else 1)
+    relative = _RELATIVE.fullmatch(text)
+    if relative:
+        days = int(relative[1]) * (7 if relative[2] == "w" else 1)
+        return now().astimezone().date() - timedelta(days=days)
     try:
-        return date.fromisoformat(value)
+        return date.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"bad --since {value!r}: expected a day like 2024-01-31") from None
+        raise UsageError(f"bad {option} {value!r}: expected a day like 2024-01-31, or 7d, 2w, "
+                         "today, yesterday") from None
 
 
-def make_reporter(quiet: bool, as_json: bool) -> Reporter:
-    if quiet:
-        return NullReporter()
-    if sys.stderr.isatty():
-        return TqdmReporter()
-    return LogReporter()
+def make_reporter(quiet: bool, as_json: bool = False) -> Reporter:
+    """Bars on a terminal, timestamped log lines otherwise, nothing with --quiet
+    (see :func:`migrate.engine.progress.make_reporter`; --log-file gets lines either way)."""
+    return progress.make_reporter(quiet)
 
 
 def password_source(endpoint: Endpoint, env: str | None, file: Path | None,
@@ -227,9 +341,23 @@ def announce(lines: Iterable[str], quiet: bool) -> None:
             typer.echo(f"mailmigrate: {line}", err=True)
 
 
+def transfer_outcome(result: TransferResult, extra: dict[str, Any],
+                     errors: Iterable[str] = ()) -> Outcome:
+    """The Outcome of a transfer: exit 1 when a folder or message failed (``errors``
+    adds message-level failures the result does not list), its counts as fields."""
+    fields: dict[str, Any] = {**extra, **result.as_dict()}
+    all_errors = [*result.errors, *errors]
+    fields.pop("errors", None)
+    return Outcome(EXIT_PARTIAL if all_errors else EXIT_OK, fields, all_errors)
+
+
 def emit_summary(command: str, result: TransferResult, extra: dict[str, Any]) -> None:
-    payload: dict[str, Any] = {"command": command, **extra, **result.as_dict()}
-    typer.echo(json.dumps(payload, ensure_ascii=False))
+    """Print a transfer's envelope now (for bodies that print their own output;
+    new code returns :func:`transfer_outcome` to :func:`run_guarded` instead)."""
+    outcome = transfer_outcome(result, extra)
+    typer.echo(json.dumps(envelope(command, outcome.exit_code, _STARTED[-1] if _STARTED else
+                                   time.monotonic(), outcome.errors, outcome.fields),
+                          ensure_ascii=False))
 
 
 def exit_code_for(result: TransferResult) -> int:

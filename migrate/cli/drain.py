@@ -26,10 +26,12 @@ from migrate.cli.common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LogFileOpt,
     LoginOptions,
     MaxBytesOpt,
     MaxTimeOpt,
     OAuth2Opt,
+    Outcome,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -41,17 +43,18 @@ from migrate.cli.common import (
     TimeoutOpt,
     app,
     budget,
-    emit_summary,
-    exit_code_for,
+    check_archive_path,
     retry_policy,
     run_guarded,
+    transfer_outcome,
 )
 from migrate.config.endpoints import parse_endpoint
+from migrate.engine import progress
 from migrate.engine.progress import LogReporter, human_bytes
 from migrate.engine.ratelimit import limited
 from migrate.engine.retry import RetryingSource, retry_call
 from migrate.engine.transfer import TransferOptions, transfer
-from migrate.errors import EXIT_PARTIAL, ConnectError
+from migrate.errors import ConnectError
 from migrate.model import FolderCheckpoint
 from migrate.reporting import NullReporter, Reporter
 
@@ -71,8 +74,8 @@ class ByteProgress(NullReporter):
     """Progress in bytes of the messages still to download (from LIST sizes).
 
     ``total`` is asked for when the engine starts the folder, i.e. after the
-    listing and before the first byte of mail; a bar on a TTY, a line every
-    ``interval`` seconds otherwise.
+    listing and before the first byte of mail; a bar on a TTY (and a summary
+    line when it ends), a timestamped line every ``interval`` seconds otherwise.
     """
 
     def __init__(self, total: Callable[[], tuple[int, int]], tty: bool,
@@ -80,6 +83,8 @@ class ByteProgress(NullReporter):
         self._total = total
         self._tty = tty
         self._interval = interval
+        if not tty:
+            progress.log_to_stderr()
         self._log = LogReporter(interval=interval)
         self._bar: Any = None
         self._todo_msgs = 0
@@ -87,9 +92,10 @@ class ByteProgress(NullReporter):
         self._msgs = 0
         self._bytes = 0
         self._last = 0.0
+        self._t0 = time.monotonic()
 
     def start(self, folders: int) -> None:
-        self._log._t0 = time.monotonic()
+        self._t0 = time.monotonic()
 
     def folder_start(self, folder: str, expected_messages: int) -> None:
         self._todo_msgs, self._todo_bytes = self._total()
@@ -97,8 +103,8 @@ class ByteProgress(NullReporter):
         if self._tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=self._todo_bytes, unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=f"{folder} ({self._todo_msgs} msgs)", file=sys.stderr)
+            self._bar = tqdm(total=self._todo_bytes, unit="B", unit_scale=True, unit_divisor=1000,
+                             desc=f"{folder} ({self._todo_msgs} msgs)", file=sys.stderr, leave=False)
         else:
             self._log._say(f"{folder}: {self._todo_msgs} messages "
                            f"({human_bytes(self._todo_bytes)}) to download")
@@ -122,22 +128,32 @@ class ByteProgress(NullReporter):
             self._bar.close()
             self._bar = None
         if result.error:
-            self._log._say(f"{result.name}: FAILED: {result.error}")
+            self.say(f"{result.name}: FAILED: {result.error}")
 
     def warn(self, text: str) -> None:
-        self._log.warn(text)
+        if self._bar is not None:
+            self._bar.write(f"warning: {text}", file=sys.stderr)
+        else:
+            self._log.warn(text)
 
     def finish(self, result: TransferResult) -> None:
-        self._log.finish(result)
+        if self._tty:
+            for line in progress.summary_table(result, time.monotonic() - self._t0):
+                sys.stderr.write(line + "\n")
+        else:
+            self._log.finish(result)
 
     def say(self, text: str) -> None:
-        self._log._say(text)
+        if self._tty:
+            sys.stderr.write(f"mailmigrate: {text}\n")
+        else:
+            self._log._say(text)
 
 
 @app.command()
 def drain(
     source: Annotated[str, typer.Argument(
-        help="pop3s://user@host[:port] (implicit TLS) or pop3://… (STLS).")],
+        help="pop3s://user@host[:port] (implicit TLS) or pop3://... (STLS).")],
     archive: Annotated[str, typer.Argument(help="archive.sqlite, or a directory for an mbox tree.")],
     delete: DeleteOpt = False,
     delete_older_than: DeleteOlderOpt = None,
@@ -160,6 +176,7 @@ def drain(
     rate: RateOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Download a POP3 inbox into an archive; re-runs fetch only new UIDLs.
 
@@ -167,28 +184,32 @@ def drain(
     is given, and then only messages that are durably in the archive.
     """
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.engine import retention
         from migrate.stores.pop3 import INBOX, Pop3Source
 
         endpoint = parse_endpoint(source, insecure=insecure,
                                   cafile=str(cafile) if cafile else None, protocols=("pop3",),
                                   provider=provider)
+        check_archive_path(archive, archive_format)
         policy = retention.RetentionPolicy.from_options(delete, delete_older_than)
         account = f"{endpoint.user}@{endpoint.host}"
         password = LoginOptions(password_env, password_file, password_command,
                                 oauth2_token_command).source(endpoint)
-        if dry_run and not Path(archive).expanduser().exists():
-            from migrate.stores.empty import EmptyDestination
-
-            dest: Any = EmptyDestination()
-        elif dry_run:
-            # read-only archives answer checkpoint/missing/archived_at without writing
-            dest = open_archive(archive, archive_format, account=account, readonly=True)
-        else:
-            dest = open_archive(archive, archive_format, account=account, lock_wait=lock_wait)
+        if not password.is_oauth2:
+            password.get()  # no password: said before any connection or file
+        # Log in first: a run that cannot start leaves no empty archive behind.
+        src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
         try:
-            src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
+            if dry_run and not Path(archive).expanduser().exists():
+                from migrate.stores.empty import EmptyDestination
+
+                dest: Any = EmptyDestination()
+            elif dry_run:
+                # read-only archives answer checkpoint/missing/archived_at without writing
+                dest = open_archive(archive, archive_format, account=account, readonly=True)
+            else:
+                dest = open_archive(archive, archive_format, account=account, lock_wait=lock_wait)
             try:
                 def todo() -> tuple[int, int]:
                     refs = list(src.list_new(INBOX, FolderCheckpoint()))
@@ -197,6 +218,8 @@ def drain(
 
                 reporter: Reporter = (NullReporter() if quiet
                                       else ByteProgress(todo, tty=sys.stderr.isatty()))
+                if progress.has_log_file():
+                    reporter = progress.TeeReporter([reporter, progress.make_reporter(True)])
                 would: list[str] = []
                 if dry_run:
                     refs = list(src.list_new(INBOX, FolderCheckpoint()))
@@ -220,9 +243,9 @@ def drain(
                         lambda: retention.apply(src, dest, policy, dry_run=dry_run,
                                                 would_archive=would))
             finally:
-                src.close()
+                dest.close()
         finally:
-            dest.close()
+            src.close()
         for text in [*outcome.warnings, *src.failed]:
             if not quiet:
                 typer.echo(f"mailmigrate: warning: {text}", err=True)
@@ -232,17 +255,17 @@ def drain(
             typer.echo(f"mailmigrate: {verb} {count} messages from the server, "
                        f"{outcome.kept} left there", err=True)
         lost_quit = bool(outcome.planned) and not dry_run and not outcome.quit_confirmed
-        if as_json:
-            extra: dict[str, Any] = {"source": endpoint.display(), "archive": archive,
-                                     **outcome.as_dict(), "failed": list(src.failed),
-                                     "fingerprinted": src.fingerprinted}
-            emit_summary("drain", result, extra)
+        extra: dict[str, Any] = {"source": endpoint.display(), "archive": archive,
+                                 **outcome.as_dict(), "failed": list(src.failed),
+                                 "fingerprinted": src.fingerprinted}
+        summary = transfer_outcome(result, extra, src.failed)
         if lost_quit:
-            raise ConnectError(
-                f"connection to {endpoint.host} ended before the server confirmed QUIT, so it "
-                "deleted nothing; everything downloaded is archived, and the next run "
-                "deletes those messages without downloading them again")
-        code = exit_code_for(result)
-        return code if code else (EXIT_PARTIAL if src.failed else code)
+            text = (f"connection to {endpoint.host} ended before the server confirmed QUIT, so it "
+                    "deleted nothing; everything downloaded is archived, and the next run "
+                    "deletes those messages without downloading them again")
+            typer.echo(f"mailmigrate: error: {text}", err=True)
+            progress.LOGGER.error(f"error: {text}", extra=progress.FILE_ONLY)
+            return Outcome(ConnectError.exit_code, summary.fields, [*summary.errors, text])
+        return summary
 
-    run_guarded(body)
+    run_guarded(body, command="drain", as_json=as_json, log_file=log_file)

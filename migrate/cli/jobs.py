@@ -10,18 +10,17 @@ and a JSON line per run in the job's history.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any
-from urllib.parse import quote
 
-import platformdirs
 import typer
 
 from migrate.cli.common import (
@@ -30,9 +29,20 @@ from migrate.cli.common import (
     FolderOpt,
     InsecureOpt,
     JsonOpt,
+    LogFileOpt,
+    Outcome,
     QuietOpt,
     app,
+    parse_since,
     run_guarded,
+)
+from migrate.cli.wizard import (
+    ENV_WARNING,
+    KEYRING_MISSING,
+    endpoint_of,
+    keyring_available,
+    read_secret,
+    wizard,
 )
 from migrate.config.credentials import KEYRING_SERVICE, keyring_delete, keyring_set
 from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
@@ -42,8 +52,10 @@ from migrate.config.jobs import (
     Job,
     OptionValue,
     append_history,
+    atomic_write,
     check_name,
     job_state_dir,
+    jobs_dir,
     list_job_names,
     load_job,
     read_history,
@@ -51,33 +63,32 @@ from migrate.config.jobs import (
     save_job,
 )
 from migrate.config.passwords import child_env, password_for
-from migrate.config.profiles import all_profiles, get_profile, profile_for_domain
+from migrate.config.profiles import all_profiles, get_profile
 from migrate.engine.progress import human_bytes
 from migrate.errors import EXIT_OK, ArchiveLockedError, JobRunningError, UsageError
 from migrate.stores.lock import ArchiveLock
 
 jobs_app = typer.Typer(help="Saved jobs: add (a setup wizard on a TTY), list, show, remove.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(jobs_app, name="jobs")
 
 
 # -- providers ----------------------------------------------------------------------------
 @app.command()
-def providers(as_json: JsonOpt = False) -> None:
+def providers(as_json: JsonOpt = False, log_file: LogFileOpt = None) -> None:
     """List the provider presets (profiles/): servers, OAuth2 support, address domains."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         profs = all_profiles()
         if as_json:
-            typer.echo(json.dumps([{
+            return Outcome(EXIT_OK, {"providers": [{
                 "id": p.id, "name": p.name, "domains": list(p.domains),
                 "imap": None if p.imap is None else vars(p.imap),
                 "pop3": None if p.pop3 is None else vars(p.pop3),
                 "oauth2": p.oauth2["mechanisms"] if p.oauth2 else [], "limits": p.limits,
                 "defaults": {"connections": p.connections, "rate": p.rate,
                              "exclude": list(p.exclude)},
-                "notes": p.notes} for p in profs], ensure_ascii=False))
-            return EXIT_OK
+                "notes": p.notes} for p in profs]})
         width = max(len(p.id) for p in profs)
         for p in profs:
             imap = f"{p.imap.host or '(your host)'}:{p.imap.port}" if p.imap else "-"
@@ -87,28 +98,21 @@ def providers(as_json: JsonOpt = False) -> None:
                 typer.echo(f"{'':<{width}}  {', '.join(p.domains)}")
             shaped = [f"{p.connections} connections" if p.connections else "",
                       f"rate {p.rate}" if p.rate else "",
-                      f"skips {', '.join(p.exclude)}" if p.exclude else ""]
+                      f"skips {', '.join(glob_name(g) for g in p.exclude)}" if p.exclude else ""]
             if any(shaped):
                 typer.echo(f"{'':<{width}}  defaults: {'; '.join(x for x in shaped if x)}")
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="providers", as_json=as_json, log_file=log_file)
+
+
+def glob_name(pattern: str) -> str:
+    """A folder glob as a person reads it: the one-character classes that escape a
+    bracket or a wildcard ("[[]G*]/Important") shown as that character ("[G*]/Important")."""
+    return re.sub(r"\[([\[\]*?])\]", r"\1", pattern)
 
 
 # -- credentials --------------------------------------------------------------------------
-def protocol_of(job: Job, url: str) -> str:
-    return "pop3" if job.command == "drain" and url == job.source else "imap"
-
-
-def endpoint_of(job: Job, url: str) -> Endpoint:
-    """The endpoint a run of ``job`` logs in to at ``url``; the job's provider
-    preset belongs to its main server only, as in :meth:`Job.argv` (a copy's
-    destination is usually another provider)."""
-    insecure = bool(job.options.get("insecure", False))
-    cafile = job.options.get("cafile")
-    return parse_endpoint(url, insecure=insecure, cafile=str(cafile) if cafile else None,
-                          protocols=(protocol_of(job, url),),
-                          provider=job.provider if url == job.server_url else None)
 
 
 def test_login(endpoint: Endpoint, password: PasswordSource) -> None:
@@ -125,14 +129,6 @@ def test_login(endpoint: Endpoint, password: PasswordSource) -> None:
             client.logout()
 
 
-def read_secret(prompt: str) -> str:
-    """A secret from the TTY (no echo), else the first line of stdin (for scripts)."""
-    secret = getpass.getpass(f"{prompt}: ") if sys.stdin.isatty() else sys.stdin.readline().rstrip("\r\n")
-    if not secret:
-        raise UsageError(f"no secret given for {prompt}")
-    return secret
-
-
 def choose_credential(*, env: str | None, file: Path | None, command: str | None,
                       use_keyring: bool, oauth2: str | None, plaintext: bool,
                       account: str, label: str, secrets: dict[str, str]) -> Credential | None:
@@ -146,7 +142,10 @@ def choose_credential(*, env: str | None, file: Path | None, command: str | None
     if not given:
         return None
     method = given[0]
+    if method == "keyring" and not keyring_available():
+        raise UsageError(KEYRING_MISSING)  # said before any question or login
     if method == "env":
+        typer.echo("mailmigrate: warning: " + ENV_WARNING.replace("${var}", f"${env}"), err=True)
         return Credential("env", str(env))
     if method == "file":
         return Credential("file", str(Path(str(file)).expanduser().resolve()))
@@ -163,9 +162,22 @@ def choose_credential(*, env: str | None, file: Path | None, command: str | None
 
 def test_password(cred: Credential, secrets: dict[str, str], label: str,
                   mailbox: str | None = None) -> PasswordSource:
-    if cred.method == "keyring" and cred.value in secrets:
+    """The password a login test uses: one just typed (not stored until the test passed),
+    else the job's own source."""
+    if cred.method in ("keyring", "file") and cred.value in secrets:
         return PasswordSource.literal(secrets[cred.value])
     return password_for(cred, label, mailbox)
+
+
+def store_secrets(creds: list[Credential | None], secrets: dict[str, str]) -> None:
+    """After the login test: the keyring entries and password files the job names."""
+    for cred in creds:
+        if cred is None or cred.value not in secrets:
+            continue
+        if cred.method == "keyring":
+            keyring_set(KEYRING_SERVICE, cred.value, secrets[cred.value])
+        elif cred.method == "file":
+            atomic_write(Path(cred.value), secrets[cred.value] + "\n", mode=0o600)
 
 
 # -- jobs add -----------------------------------------------------------------------------
@@ -200,84 +212,15 @@ def _with_oauth2(cred: Credential | None, endpoint: Endpoint, service: str | Non
     return cred if cred is not None else job_credential(endpoint, service)
 
 
-def address_url(answer: str, command: str) -> tuple[str, str | None]:
-    """Wizard input -> (URL, provider): a URL passes through; an address becomes
-    ``imaps://local@domain`` (pop3s for drain), asking for the server when no
-    preset claims the domain."""
-    answer = answer.strip()
-    if "://" in answer:
-        return answer, None
-    local, at, domain = answer.rpartition("@")
-    if not at or not local or not domain:
-        raise UsageError(f"{answer!r} is neither an e-mail address nor a URL like imaps://user@host")
-    scheme = "pop3s" if command == "drain" else "imaps"
-    if profile_for_domain(domain) is not None:
-        return f"{scheme}://{quote(local, safe='')}@{domain}", None
-    where = typer.prompt("No preset knows this domain. Provider id (see `mailmigrate providers`) "
-                         "or server host name").strip()
-    user = quote(answer, safe="")
-    if "." not in where:
-        get_profile(where)
-        return f"{scheme}://{user}@{domain}", where.lower()
-    return f"{scheme}://{user}@{where}", None
-
-
-def wizard(name: str) -> tuple[Job, dict[str, str]]:
-    """The interactive `jobs add`: asks what a person knows (an address, a folder),
-    shows what the presets resolved, and picks a safe way to keep the password."""
-    typer.echo(f"Setting up job {name!r}. Press Enter to take the [default].")
-    command = typer.prompt("What should it do: backup (IMAP) or drain (POP3)", default="backup")
-    if command not in ("backup", "drain"):
-        raise UsageError("the wizard sets up backup and drain jobs; use flags for restore and copy")
-    url, provider = address_url(typer.prompt("Your e-mail address (or a server URL)"), command)
-    probe = Job(name, command, url, "-", Credential("env", "-"), provider=provider)
-    endpoint = endpoint_of(probe, url)
-    preset = f" ({get_profile(endpoint.provider).name})" if endpoint.provider else ""
-    typer.echo(f"Server: {endpoint.host}:{endpoint.port}{preset}, user {endpoint.user}")
-    default_dest = str(Path(platformdirs.user_data_dir("mailmigrate")) / f"{name}.sqlite")
-    dest = typer.prompt("Archive (a .sqlite file, or a directory for mbox files)", default=default_dest)
-    from migrate.config.oauth.tokens import job_credential
-
-    signed_in = job_credential(endpoint, None)
-    if signed_in is not None:
-        typer.echo(f"Signed in with OAuth2 as {signed_in.value} (`mailmigrate auth login`): "
-                   "the job uses that")
-        return Job(name, command, url, dest, signed_in, provider=provider), {}
-    methods = ["keyring", "env", "file", "command", "oauth2"]
-    try:
-        import keyring  # noqa: F401
-    except ImportError:
-        methods.remove("keyring")
-    method = typer.prompt(f"Where does the password come from ({', '.join(methods)})",
-                          default=methods[0])
-    secrets: dict[str, str] = {}
-    account = f"{endpoint.user}@{endpoint.host}"
-    if method == "keyring" and "keyring" in methods:
-        secrets[account] = read_secret(f"Password for {account} (kept in the system keyring)")
-        cred = Credential("keyring", account)
-    elif method == "env":
-        cred = Credential("env", typer.prompt("Environment variable holding it"))
-    elif method == "file":
-        cred = Credential("file", str(Path(typer.prompt("File holding it")).expanduser().resolve()))
-    elif method == "command":
-        cred = Credential("command", typer.prompt("Command printing it"))
-    elif method == "oauth2":
-        cred = Credential("oauth2", typer.prompt("Command printing an OAuth2 access token"))
-    else:
-        raise UsageError(f"unknown password source {method!r}; one of {', '.join(methods)}")
-    job = Job(name, command, url, dest, cred, provider=provider)
-    return job, secrets
-
-
 @jobs_app.command("add")
 def jobs_add(
     name: Annotated[str, typer.Argument(help="A name for the job (letters, digits, . _ -).")],
     command: Annotated[str, typer.Option("--command", "-c", help="backup, drain, restore or copy.")
                        ] = "backup",
     source: Annotated[str | None, typer.Option(
-        help="Where mail comes from: imaps://me@gmx.de, pop3s://…, or an archive for restore.")] = None,
+        help="Where mail comes from: imaps://me@gmx.de, pop3s://..., or an archive for restore.")] = None,
     dest: Annotated[str | None, typer.Option(
-        "--dest", "--archive", help="Where it goes: an archive path, or imaps://… for restore/copy.")
+        "--dest", "--archive", help="Where it goes: an archive path, or imaps://... for restore/copy.")
                     ] = None,
     provider: Annotated[str | None, typer.Option(help="Provider preset id (see `providers`).")] = None,
     folder: FolderOpt = None,
@@ -285,9 +228,14 @@ def jobs_add(
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", metavar="KEY=VALUE",
         help="Any other long option of the command, e.g. since=2024-01-01 (repeatable).")] = None,
-    password_env: Annotated[str | None, typer.Option(metavar="VAR")] = None,
-    password_file: Annotated[Path | None, typer.Option(metavar="PATH")] = None,
-    password_command: Annotated[str | None, typer.Option(metavar="CMD")] = None,
+    password_env: Annotated[str | None, typer.Option(
+        metavar="VAR", help="At each run, read the password from this environment variable "
+        "(it must be set where the job runs: cron and systemd start with almost none).")] = None,
+    password_file: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="At each run, read the password from this file (first line).")] = None,
+    password_command: Annotated[str | None, typer.Option(
+        metavar="CMD", help="At each run, run CMD; its output is the password "
+        "(e.g. 'pass show mail/me').")] = None,
     use_keyring: Annotated[bool, typer.Option(
         "--keyring", help="Keep the password in the system keyring (asked for now).")] = False,
     oauth2_token_command: Annotated[str | None, typer.Option(
@@ -295,9 +243,13 @@ def jobs_add(
         "(for restore: the destination).")] = None,
     store_plaintext_password: Annotated[bool, typer.Option(
         help="Write the password itself into the job file (mode 0600). Not recommended.")] = False,
-    dest_password_env: Annotated[str | None, typer.Option(metavar="VAR")] = None,
-    dest_password_file: Annotated[Path | None, typer.Option(metavar="PATH")] = None,
-    dest_password_command: Annotated[str | None, typer.Option(metavar="CMD")] = None,
+    dest_password_env: Annotated[str | None, typer.Option(
+        metavar="VAR", help="copy: the destination's password from this environment variable.")
+    ] = None,
+    dest_password_file: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="copy: the destination's password from this file.")] = None,
+    dest_password_command: Annotated[str | None, typer.Option(
+        metavar="CMD", help="copy: the destination's password from this command's output.")] = None,
     dest_oauth2_token_command: Annotated[str | None, typer.Option(
         metavar="CMD", help="copy: OAuth2 for the destination, a command printing its access "
         "token (never taken from --oauth2-token-command).")] = None,
@@ -311,28 +263,39 @@ def jobs_add(
     no_test: Annotated[bool, typer.Option("--no-test", help="Save without testing the login.")
                        ] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing job.")] = False,
+    as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Save a job. On a TTY without --source/--dest it asks, like a setup wizard.
 
     The login is tested before anything is saved; a password is never written
     into the job file unless --store-plaintext-password says so."""
 
-    def body() -> int:
+    def body() -> Outcome:
         check_name(name)
         if command not in COMMANDS:
             raise UsageError(f"--command must be one of {', '.join(COMMANDS)}")
+        existing = jobs_dir() / f"{name}.toml"
+        if existing.exists() and not force:  # before any question or login
+            raise UsageError(f"job {name!r} exists already ({existing}); remove it or pass --force")
         options = parse_options(option or [])
+        since = options.get("since")
+        if isinstance(since, str):
+            parse_since(since)  # a typo fails now, not at 2:30 at night
         if insecure:
             options["insecure"] = True
         if cafile:
             options["cafile"] = str(cafile.expanduser().resolve())
         secrets: dict[str, str] = {}
+        asked = source is None or dest is None
         if source is None or dest is None:
             if not sys.stdin.isatty():
                 raise UsageError("jobs add needs --source and --dest (or a terminal to ask on)")
-            job, secrets = wizard(name)
+            answers = wizard(name)
+            job, secrets = answers.job, answers.secrets
             job.options.update(options)
-            job.folders, job.exclude = list(folder or []), list(exclude or [])
+            if folder or exclude:
+                job.folders, job.exclude = list(folder or []), list(exclude or [])
         else:
             server_url = dest if command == "restore" else source
             probe = Job(name, command, source, dest, Credential("env", "-"), provider=provider,
@@ -370,43 +333,42 @@ def jobs_add(
         server = endpoint_of(job, job.server_url)
         if not job.provider and server.provider:
             job.provider = server.provider
-        if job.provider and not job.folders and not job.exclude and job.command == "backup":
+        if (job.provider and not job.folders and not job.exclude and job.command == "backup"
+                and not asked):
             job.exclude = list(get_profile(job.provider).exclude)  # a preset default; flags win
+        say = _sayer(as_json)
         if not no_test:
             test_login(server, test_password(job.credentials, secrets, "password", server.user))
             if job.command == "copy" and job.dest_credentials is not None:
                 dest_server = endpoint_of(job, job.destination)
                 test_login(dest_server, test_password(job.dest_credentials, secrets,
                                                       "destination password", dest_server.user))
-            typer.echo(f"Login OK: {server.user} at {server.host}:{server.port}")
-        if job.path.exists() and not force:
-            raise UsageError(f"job {name!r} exists already ({job.path}); remove it or pass --force")
-        for account, secret in secrets.items():
-            keyring_set(KEYRING_SERVICE, account, secret)
+            say(f"Login OK: {server.user} at {server.host}:{server.port}")
+        store_secrets([job.credentials, job.dest_credentials], secrets)
         path = save_job(job, overwrite=force)
-        typer.echo(f"Saved job {name!r} to {path}")
-        typer.echo(f"Run it:      mailmigrate run {name}")
-        typer.echo(f"Every night: mailmigrate schedule {name} --daily 02:30 --install")
-        return EXIT_OK
+        say(f"Saved job {name!r} to {path}")
+        say(f"Run it:      mailmigrate run {name}")
+        say(f"Every night: mailmigrate schedule {name} --daily 02:30 --install")
+        return Outcome(EXIT_OK, {"name": name, "path": str(path), "tested": not no_test,
+                                 **_job_fields(job)})
 
-    run_guarded(body)
+    run_guarded(body, command="jobs add", as_json=as_json, log_file=log_file)
 
 
 @jobs_app.command("list")
-def jobs_list(as_json: JsonOpt = False) -> None:
+def jobs_list(as_json: JsonOpt = False, log_file: LogFileOpt = None) -> None:
     """List saved jobs with their last run."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         rows = []
         for name in list_job_names():
             job = load_job(name)
             runs = read_history(name, 1)
             rows.append((job, runs[-1] if runs else None))
         if as_json:
-            typer.echo(json.dumps([{"name": j.name, "command": j.command, "source": j.source,
-                                    "destination": j.destination, "last_run": r}
-                                   for j, r in rows], ensure_ascii=False))
-            return EXIT_OK
+            return Outcome(EXIT_OK, {"jobs": [
+                {"name": j.name, "command": j.command, "source": j.source,
+                 "destination": j.destination, "last_run": r} for j, r in rows]})
         if not rows:
             typer.echo("no jobs yet; create one with `mailmigrate jobs add NAME`")
         for job, latest in rows:
@@ -415,7 +377,7 @@ def jobs_list(as_json: JsonOpt = False) -> None:
             typer.echo(f"{job.name}  {job.command} {job.source} -> {job.destination}  ({when})")
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="jobs list", as_json=as_json, log_file=log_file)
 
 
 def _shown(cred: Credential | None) -> dict[str, str] | None:
@@ -426,25 +388,36 @@ def _shown(cred: Credential | None) -> dict[str, str] | None:
     return {"method": cred.method, "value": "(hidden)" if cred.method == "plaintext" else cred.value}
 
 
+def _sayer(as_json: bool) -> Callable[[str], None]:
+    """Where a command's messages for people go: stdout, or stderr when stdout carries JSON."""
+    def say(text: str) -> None:
+        typer.echo(text, err=as_json)
+    return say
+
+
+def _job_fields(job: Job) -> dict[str, Any]:
+    """A job's settings for --json (the envelope's ``command`` is ours, so the job's is
+    ``job_command``); never a secret."""
+    return {"job": job.name, "job_command": job.command, "source": job.source,
+            "destination": job.destination, "provider": job.provider, "folders": job.folders,
+            "exclude": job.exclude, "options": job.options,
+            "credentials": _shown(job.credentials), "dest_credentials": _shown(job.dest_credentials)}
+
+
 @jobs_app.command("show")
 def jobs_show(
     name: Annotated[str, typer.Argument(help="The job.")],
     last: Annotated[int, typer.Option(help="How many past runs to show.")] = 10,
     as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Show a job's settings (never a secret) and its last runs."""
 
-    def body() -> int:
+    def body() -> int | Outcome:
         job = load_job(name)
         history = read_history(name, last)
         if as_json:
-            typer.echo(json.dumps({"name": job.name, "command": job.command, "source": job.source,
-                                   "destination": job.destination, "provider": job.provider,
-                                   "folders": job.folders, "exclude": job.exclude,
-                                   "options": job.options, "credentials": _shown(job.credentials),
-                                   "dest_credentials": _shown(job.dest_credentials),
-                                   "history": history}, ensure_ascii=False))
-            return EXIT_OK
+            return Outcome(EXIT_OK, {**_job_fields(job), "history": history})
         typer.echo(f"job:         {job.name}  ({job.path})")
         typer.echo(f"command:     {job.command}")
         typer.echo(f"source:      {job.source}")
@@ -470,26 +443,31 @@ def jobs_show(
                        + (f": {errors[0]}" if errors else ""))
         return EXIT_OK
 
-    run_guarded(body)
+    run_guarded(body, command="jobs show", as_json=as_json, log_file=log_file)
 
 
 @jobs_app.command("remove")
 def jobs_remove(
     name: Annotated[str, typer.Argument(help="The job.")],
     keep_keyring: Annotated[bool, typer.Option(help="Leave the keyring entry in place.")] = False,
+    as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Delete a saved job (its archive and history stay)."""
 
-    def body() -> int:
+    def body() -> Outcome:
         job = remove_job(name)
+        keyring_removed = False
         if job.credentials.method == "keyring" and not keep_keyring:
             still_used = any(load_job(n).credentials == job.credentials for n in list_job_names())
             if not still_used:
                 keyring_delete(KEYRING_SERVICE, job.credentials.value)
-        typer.echo(f"removed job {name!r}")
-        return EXIT_OK
+                keyring_removed = True
+        if not as_json:
+            typer.echo(f"removed job {name!r}")
+        return Outcome(EXIT_OK, {"job": name, "keyring_entry_removed": keyring_removed})
 
-    run_guarded(body)
+    run_guarded(body, command="jobs remove", as_json=as_json, log_file=log_file)
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -498,21 +476,21 @@ def _stamp() -> str:
 
 
 def _error_lines(text: str) -> list[str]:
-    return [ln.removeprefix("mailmigrate: error: ") for ln in text.splitlines()
-            if ln.startswith("mailmigrate: error: ")][-5:]
+    """The child's error lines, with or without a log timestamp in front."""
+    marker = "mailmigrate: error: "
+    return [ln.partition(marker)[2] for ln in text.splitlines() if marker in ln][-5:]
 
 
 @app.command("run")
 def run_job(
     name: Annotated[str, typer.Argument(help="The saved job to run.")],
-    log_file: Annotated[Path | None, typer.Option(
-        "--log-file", help="Append progress lines and errors to this file.")] = None,
+    log_file: LogFileOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a saved job: safe under cron/systemd (one run at a time, quiet without a TTY)."""
 
-    def body() -> int:
+    def body() -> Outcome:
         job = load_job(name)
         lock_path = job_state_dir(name) / "lock"
         lock = ArchiveLock(lock_path, wait_seconds=0)
@@ -526,14 +504,19 @@ def run_job(
                 f"job {name!r} is already running{holder}; this start did nothing. "
                 "If that run hangs, stop it; the lock goes with the process") from None
         try:
-            return _run_locked(job, log_file, quiet, as_json)
+            entry = _run_locked(job, log_file, quiet, as_json)
         finally:
             lock.release()
+        fields = {k: v for k, v in entry.items() if k not in ("command", "exit_code", "errors",
+                                                               "duration_s")}
+        return Outcome(int(entry["exit_code"]), {**fields, "job_command": entry["command"],
+                                                 "job_duration_s": entry["duration_s"]},
+                       list(entry["errors"]))
 
-    run_guarded(body)
+    run_guarded(body, command="run", as_json=as_json, log_file=log_file)
 
 
-def _run_locked(job: Job, log_file: Path | None, quiet: bool, as_json: bool) -> int:
+def _run_locked(job: Job, log_file: Path | None, quiet: bool, as_json: bool) -> dict[str, Any]:
     interactive = sys.stdout.isatty() and sys.stderr.isatty()
     argv = [sys.executable, "-m", "migrate", *job.argv(), "--json"]
     if quiet or (not interactive and log_file is None):
@@ -589,50 +572,72 @@ def _run_locked(job: Job, log_file: Path | None, quiet: bool, as_json: bool) -> 
     finally:
         if log is not None:
             log.close()
-    if as_json:
-        typer.echo(json.dumps(entry, ensure_ascii=False))
-    elif interactive and not quiet:
+    if interactive and not quiet and not as_json:
         typer.echo(f"job {job.name}: {entry['new_messages']} new messages, "
                    f"{human_bytes(entry['new_bytes'])} in {entry['duration_s']:.1f} s"
                    + (f", {len(entry['errors'])} errors" if entry["errors"] else ""))
-    return done.returncode
+    return entry
 
 
 # -- schedule -----------------------------------------------------------------------------
+def _env_credentials(job: Job) -> list[str]:
+    """The environment variables a job's logins read: a scheduler does not have them."""
+    return [c.value for c in (job.credentials, job.dest_credentials)
+            if c is not None and c.method == "env"]
+
+
 @app.command()
 def schedule(
     name: Annotated[str, typer.Argument(help="The saved job.")],
-    daily: Annotated[str, typer.Option(help="Run every day at HH:MM (local time).")],
+    daily: Annotated[str | None, typer.Option(
+        "--daily", metavar="HH:MM", help="Run every day at HH:MM (local time).")] = None,
+    weekly: Annotated[str | None, typer.Option(
+        "--weekly", metavar="'DAY HH:MM'", help="Run once a week, e.g. 'sun 02:30'.")] = None,
+    every: Annotated[int | None, typer.Option(
+        "--every", metavar="HOURS", help="Run every HOURS hours (on the hour, from midnight).")
+    ] = None,
     cron: Annotated[bool, typer.Option("--cron", help="A crontab line instead of systemd units.")
                     ] = False,
     install: Annotated[bool, typer.Option(
         "--install", help="Install it (systemctl --user enable --now, or crontab).")] = False,
+    env_is_set: Annotated[bool, typer.Option(
+        "--env-is-set", help="The job's --password-env variable is set for the scheduler "
+        "(e.g. a systemd drop-in); schedule it anyway.")] = False,
+    as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Print (or --install) a systemd user timer + service, or a crontab line, for a job."""
     from migrate.config import schedule as sched
 
-    def body() -> int:
-        load_job(name)  # it must exist and be valid
-        when = sched.parse_daily(daily)
+    def body() -> Outcome:
+        job = load_job(name)  # it must exist and be valid
+        when = sched.choose(daily, weekly, every)
+        missing = _env_credentials(job)
+        if missing and not env_is_set:
+            raise UsageError(
+                f"job {name!r} reads its password from ${missing[0]}, which cron and systemd "
+                f"timers do not have; keep it in a file or the keyring (`mailmigrate jobs add "
+                f"{name} --force --password-file PATH` or `--keyring`), or pass --env-is-set")
+        say = _sayer(as_json)
+        fields: dict[str, Any] = {"job": name, "when": when.describe(),
+                                  "kind": "cron" if cron else "systemd", "installed": install}
         if cron:
-            if install:
-                line = sched.install_cron(name, when)
-                typer.echo(f"installed in your crontab:\n{line}")
-            else:
-                typer.echo(sched.cron_line(name, when))
-            return EXIT_OK
+            line = sched.install_cron(name, when) if install else sched.cron_line(name, when)
+            say(f"installed in your crontab:\n{line}" if install else line)
+            return Outcome(EXIT_OK, {**fields, "cron_line": line})
         units = sched.systemd_units(name, when)
+        fields["units"] = units
         if install:
             for path in sched.install_systemd(name, when):
-                typer.echo(f"wrote {path}")
-            typer.echo(f"enabled {sched.unit_name(name)}.timer; "
-                       f"see `systemctl --user list-timers` and `journalctl --user -u "
-                       f"{sched.unit_name(name)}`")
-            return EXIT_OK
+                say(f"wrote {path}")
+            say(f"enabled {sched.unit_name(name)}.timer; "
+                f"see `systemctl --user list-timers` and `journalctl --user -u "
+                f"{sched.unit_name(name)}`")
+            return Outcome(EXIT_OK, fields)
         for filename, text in units.items():
-            typer.echo(f"# ~/.config/systemd/user/{filename}\n{text}")
-        typer.echo(f"# then: systemctl --user daemon-reload && "
-                   f"systemctl --user enable --now {sched.unit_name(name)}.timer")
-        return EXIT_OK
+            say(f"# ~/.config/systemd/user/{filename}\n{text}")
+        say(f"# then: systemctl --user daemon-reload && "
+            f"systemctl --user enable --now {sched.unit_name(name)}.timer")
+        return Outcome(EXIT_OK, fields)
 
-    run_guarded(body)
+    run_guarded(body, command="schedule", as_json=as_json, log_file=log_file)

@@ -11,12 +11,16 @@ listed in :data:`COMMAND_MODULES` and registered by :func:`main`.
 from __future__ import annotations
 
 import gc
-from typing import Annotated
+import json
+import sys
+import time
+from typing import Annotated, Any
 
 import typer
 
 from migrate import __version__
-from migrate.cli.common import app
+from migrate.cli.common import app, envelope
+from migrate.errors import EXIT_INTERRUPTED
 
 
 def version_callback(value: bool) -> None:
@@ -47,9 +51,39 @@ COMMAND_MODULES: list[str] = ["migrate.cli.backup", "migrate.cli.drain", "migrat
                               "migrate.cli.batch", "migrate.cli.serve"]
 
 
-def main() -> None:
+#: click's base of "the command line is wrong" errors, reached through typer's public
+#: BadParameter (typer bundles its click, whose modules are not an API).
+_ClickException: type[Any] = next(c for c in typer.BadParameter.__mro__
+                                  if c.__name__ == "ClickException")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script. Errors in the command line itself (an unknown option, a
+    missing argument) are the parser's; with --json they come as the JSON envelope
+    on stdout too, like every other error."""
     register_commands()
     # Everything imported so far lives for the whole run: keep the cyclic GC
     # from re-scanning it on every collection (measurable on big transfers).
     gc.freeze()
-    app()
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(args=args, prog_name="mailmigrate", standalone_mode=False)
+    except _ClickException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `mailmigrate` alone: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        # one line, like every other error, naming where the usage is explained
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "mailmigrate"
+        text = f"{exc.format_message().rstrip('.')}; see `{where} --help`"
+        typer.echo(f"mailmigrate: error: {text}", err=True)
+        if "--json" in args:
+            command = " ".join(a for a in args[:2] if not a.startswith("-")) or "mailmigrate"
+            payload = envelope(command, exc.exit_code, time.monotonic(), [text],
+                               {"error": {"type": "UsageError", "message": text}})
+            typer.echo(json.dumps(payload, ensure_ascii=False))
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C or end of input at a prompt
+        typer.echo("\nmailmigrate: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

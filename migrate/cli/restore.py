@@ -8,7 +8,6 @@ whose exactly-once bookkeeping lives in a per-job state file
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +24,12 @@ from migrate.cli.common import (
     InsecureOpt,
     JsonOpt,
     LockWaitOpt,
+    LogFileOpt,
     LoginOptions,
     MaxBytesOpt,
     MaxConnectionsOpt,
     MaxTimeOpt,
+    Outcome,
     PassCmdOpt,
     PassEnvOpt,
     PassFileOpt,
@@ -45,6 +46,7 @@ from migrate.cli.common import (
     parse_since,
     retry_policy,
     run_guarded,
+    transfer_outcome,
 )
 from migrate.config import run_defaults
 from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
@@ -179,7 +181,7 @@ def _run_to_imap(
     extra: dict[str, Any], policy: RetryPolicy, rate: str | None = None,
     open_source: Callable[[], SourceStore] | None = None, connections: int = 1,
     source_profile: Profile | None = None, chunk: Budget | None = None,
-) -> int:
+) -> Outcome:
     """The shared body of restore and copy: state, destination, the engine, the report.
 
     ``open_source`` opens one more source connection (copy with
@@ -197,11 +199,22 @@ def _run_to_imap(
 
     open_paced = _paced(open_source, reporter, pacer) if open_source else None
     state_path = job_path(source_id, endpoint.display(), state)
+    if not password.is_oauth2:
+        password.get()  # no password: say so before any file is made
+    fresh = not state_path.exists()
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
-        dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
-                               special_use=special_use, dry_run=dry_run, reporter=reporter,
-                               timeout=timeout, source_profile=source_profile)
+        try:
+            dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
+                                   special_use=special_use, dry_run=dry_run, reporter=reporter,
+                                   timeout=timeout, source_profile=source_profile)
+        except BaseException:
+            if fresh:  # the login failed: a state file that never held anything goes again
+                job.close()
+                for leftover in (state_path, *(state_path.with_name(state_path.name + s)
+                                               for s in ("-wal", "-shm", ".lock"))):
+                    leftover.unlink(missing_ok=True)
+            raise
         try:
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
@@ -213,18 +226,17 @@ def _run_to_imap(
             dest.close()
     finally:
         job.close()
-    failed = bool(result.errors or summary["message_errors"])
+    message_errors = [f"{err['folder']}: {err['message']}: {err['error']}"
+                      for err in summary["message_errors"]]
     if as_json:
-        payload: dict[str, Any] = {"command": command, **extra, "destination": endpoint.display(),
-                                   "state": str(state_path), **result.as_dict(), **summary}
-        typer.echo(json.dumps(payload, ensure_ascii=False))
+        pass
     elif dry_run:
         _print_plan(result, summary)
-    elif summary["message_errors"] and quiet:
-        for err in summary["message_errors"]:
-            typer.echo(f"mailmigrate: not copied: {err['folder']}: {err['message']}: {err['error']}",
-                       err=True)
-    return EXIT_PARTIAL if failed else EXIT_OK
+    elif message_errors and quiet:
+        for text in message_errors:
+            typer.echo(f"mailmigrate: not copied: {text}", err=True)
+    return transfer_outcome(result, {**extra, "destination": endpoint.display(),
+                                     "state": str(state_path), **summary}, message_errors)
 
 
 def _paced(open_source: Callable[[], SourceStore], reporter: Reporter,
@@ -272,7 +284,7 @@ def _announce(reporter_quiet: bool, text: str | None) -> None:
 def restore(
     archive: Annotated[str, typer.Argument(
         help="archive.sqlite, an mbox-tree directory, or a foreign .mbox file (Thunderbird, Takeout).")],
-    dest: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://… (STARTTLS).")],
+    dest: Annotated[str, typer.Argument(help="imaps://user@host[:port] or imap://... (STARTTLS).")],
     folder: FolderOpt = None,
     exclude: ExcludeOpt = None,
     since: SinceOpt = None,
@@ -298,10 +310,11 @@ def restore(
     rate: RateOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
-    def body() -> int:
+    def body() -> Outcome:
         endpoint = parse_endpoint(dest, insecure=insecure, cafile=str(cafile) if cafile else None)
         password = LoginOptions(password_env, password_file, password_command,
                                oauth2_token_command).source(endpoint)
@@ -322,7 +335,7 @@ def restore(
         finally:
             source.close()
 
-    run_guarded(body)
+    run_guarded(body, command="restore", as_json=as_json, log_file=log_file)
 
 
 # -- copy -----------------------------------------------------------------------------------
@@ -359,6 +372,7 @@ def copy(
     max_connections: MaxConnectionsOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new.
 
@@ -367,7 +381,7 @@ def copy(
     reused for the destination (a token is good for one account only).
     """
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.stores.imap import ImapSource
 
         src_ep = parse_endpoint(source, insecure=insecure, cafile=str(cafile) if cafile else None)
@@ -401,7 +415,7 @@ def copy(
         finally:
             src.close()
 
-    run_guarded(body)
+    run_guarded(body, command="copy", as_json=as_json, log_file=log_file)
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -409,7 +423,8 @@ RepairOpt = Annotated[bool, typer.Option(
     "--repair", help="With one ARCHIVE: fix what can be fixed without guessing, and say what.")]
 
 
-def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool, lock_wait: float) -> int:
+def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool,
+                   lock_wait: float) -> Outcome:
     """``verify ARCHIVE [--repair]``: integrity of our own archive (see migrate.archive.integrity)."""
     from migrate.archive.integrity import check_mbox_tree, check_sqlite
     from migrate.archive.open import guess_format
@@ -426,9 +441,7 @@ def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool, lock
                   else check_mbox_tree(location, repair))
     finally:
         store.close()
-    if as_json:
-        typer.echo(json.dumps({"command": "verify", **report.as_dict()}, ensure_ascii=False))
-    else:
+    if not as_json:
         for line in report.problems:
             typer.echo(f"DAMAGED {line}")
         for line in report.repaired:
@@ -437,10 +450,13 @@ def _check_archive(path: str, fmt: str | None, repair: bool, as_json: bool, lock
             typer.echo(f"NOTE {line}")
         if not report.problems:
             typer.echo(f"verify: {report.messages_checked} messages read, every sha256 matches")
+    fields = {"archive": path, **report.as_dict()}
     if report.ok:
-        return EXIT_OK
-    raise ArchiveError(f"archive {path} is damaged ({len(report.problems)} problems; first: "
-                       f"{report.problems[0]}); run `mailmigrate verify --repair {path}`")
+        return Outcome(EXIT_OK, fields)
+    text = (f"archive {path} is damaged ({len(report.problems)} problems; first: "
+            f"{report.problems[0]}); run `mailmigrate verify --repair {path}`")
+    typer.echo(f"mailmigrate: error: {text}", err=True)
+    return Outcome(ArchiveError.exit_code, fields, [text])
 
 
 def _mapper_for(rules: list[MapRule], prefix: str, special_use: bool,
@@ -482,6 +498,7 @@ def verify(
     timeout: TimeoutOpt = 60.0,
     lock_wait: LockWaitOpt = 5.0,
     repair: RepairOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Compare per folder (counts and content hashes): archive vs server, or server vs server.
 
@@ -491,7 +508,7 @@ def verify(
     Exit 1 when anything differs.
     """
 
-    def body() -> int:
+    def body() -> Outcome:
         if second is None and not _is_url(first) and not _is_foreign_mbox(first, source_format):
             return _check_archive(first, source_format, repair, as_json, lock_wait)
         if repair:
@@ -518,12 +535,9 @@ def verify(
                                      "SOURCE and DEST to compare two servers")
                 counts, _ = folder_hashes(opened[0], opened[0].list_folders())
                 total = sum(counts.values())
-                if as_json:
-                    typer.echo(json.dumps({"command": "verify", "archive": first, "equal": True,
-                                           "messages": total}))
-                else:
+                if not as_json:
                     typer.echo(f"verify: {total} messages read, every sha256 matches")
-                return EXIT_OK
+                return Outcome(EXIT_OK, {"archive": first, "equal": True, "messages": total})
             if not _is_url(second):
                 raise UsageError(f"verify compares with a server: {second!r} is not an "
                                  "imap[s]:// URL")
@@ -539,13 +553,13 @@ def verify(
         finally:
             for store in opened:
                 store.close()
-        if as_json:
-            typer.echo(json.dumps({"command": "verify", "first": first, "second": second,
-                                   **result.as_dict()}, ensure_ascii=False))
-        else:
+        if not as_json:
             for line in render(result):
                 if not quiet or not line.startswith("OK"):
                     typer.echo(line)
-        return EXIT_OK if result.equal else EXIT_PARTIAL
+        differences = [f"{f.folder}: {f.missing_count} missing, {f.extra_count} extra"
+                       for f in result.folders if not f.equal]
+        return Outcome(EXIT_OK if result.equal else EXIT_PARTIAL,
+                       {"first": first, "second": second, **result.as_dict()}, differences)
 
-    run_guarded(body)
+    run_guarded(body, command="verify", as_json=as_json, log_file=log_file)

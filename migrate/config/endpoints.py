@@ -262,7 +262,7 @@ class PasswordSource:
         if sys.stdin.isatty():
             return getpass.getpass(f"{self.prompt_label}: ")
         raise UsageError(
-            f"no password for {self.prompt_label}: use {self.option_prefix}password-env VAR, "
+            f"no {self.prompt_label}: use {self.option_prefix}password-env VAR, "
             f"{self.option_prefix}password-file PATH "
             f"or {self.option_prefix}password-command CMD (no TTY to prompt on)"
         )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import tomli_w
 
 from migrate.errors import UsageError
 
@@ -131,24 +132,21 @@ class Job:
 
     # -- TOML ------------------------------------------------------------------------
     def to_toml(self) -> str:
-        """A tiny TOML writer: the job format needs strings, numbers, booleans,
-        string lists and flat tables only, not worth a dependency."""
-        lines = [f"# mailmigrate job {self.name!r}; edit freely, `mailmigrate jobs show "
-                 f"{self.name}` checks it", ""]
-        top: dict[str, OptionValue | None] = {
+        """The job as TOML (tomli-w), with a comment line saying how to check an edit."""
+        data: dict[str, Any] = {
             "command": self.command, "source": self.source, "destination": self.destination,
             "provider": self.provider, "folders": self.folders, "exclude": self.exclude,
         }
-        lines += [f"{k} = {_toml_value(v)}" for k, v in top.items() if v is not None]
+        data = {k: v for k, v in data.items() if v is not None}
         for table, cred in (("credentials", self.credentials),
                             ("dest_credentials", self.dest_credentials)):
             if cred is not None:
-                lines += ["", f"[{table}]", f"method = {_toml_value(cred.method)}",
-                          f"value = {_toml_value(cred.value)}"]
+                data[table] = {"method": cred.method, "value": cred.value}
         if self.options:
-            lines += ["", "[options]"]
-            lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in sorted(self.options.items())]
-        return "\n".join(lines) + "\n"
+            data["options"] = dict(sorted(self.options.items()))
+        header = (f"# mailmigrate job {self.name!r}; edit freely, `mailmigrate jobs show "
+                  f"{self.name}` checks it\n\n")
+        return header + tomli_w.dumps(data)
 
     @classmethod
     def from_toml(cls, name: str, data: dict[str, Any]) -> Job:
@@ -218,21 +216,6 @@ def _credential_args(cred: Credential, prefix: str, oauth_flag: str, secret_env:
     if cred.method in OAUTH2_SIGN_IN_METHODS:
         return []  # the child finds it from its environment (migrate.config.oauth.tokens)
     return [f"{prefix}-env", secret_env]  # keyring / plaintext: resolved by `run`
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
-
-
-def _toml_value(value: OptionValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # JSON string escapes (\" \\ \n \uXXXX) are all valid in a TOML basic string.
-    return json.dumps(value, ensure_ascii=False)
 
 
 # -- storage ------------------------------------------------------------------------------

@@ -353,7 +353,7 @@ def folder_hints(source: Profile | None, dest: Profile | None,
 
 
 def markdown_table(profiles: tuple[Profile, ...] | None = None) -> str:
-    """The README's providers table, generated so README and presets cannot drift."""
+    """The providers table of docs/providers.md, generated so the docs and presets cannot drift."""
     rows = ["| id | provider | IMAP | POP3 | OAuth2 | address domains |",
             "|---|---|---|---|---|---|"]
     for p in profiles if profiles is not None else all_profiles():

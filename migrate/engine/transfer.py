@@ -6,6 +6,8 @@ work per folder is what makes the guarantees:
 
 1. STATUS, compared with the destination's checkpoint: an unchanged folder
    is skipped without being selected (a no-op run moves no message bytes).
+   This step runs for every selected folder first, so the reporter knows the
+   run's total before the first message moves; each folder's step reuses it.
 2. Flags of already-held messages are refreshed (CHANGEDSINCE where offered).
 3. New messages are listed with their sizes and fetched in batches bounded
    by bytes, so memory follows the largest message, not the folder.
@@ -132,23 +134,74 @@ def transfer(
     folders = select_folders(source.list_folders(), options.include, options.exclude)
     reporter.start(len(folders))
     result.folders = [FolderResult(f.name) for f in folders]
-    work = list(zip(folders, result.folders, strict=True))
-    selectable = sum(1 for f in folders if f.selectable)
-    if options.connections > 1 and open_source is not None and selectable > 1:
-        _transfer_parallel(source, dest, work, options, reporter, open_source)
+    plans = _plan(source, dest, folders, options)
+    reporter.planned({f.name: p.expected for f, p in zip(folders, plans, strict=True)})
+    work = list(zip(folders, result.folders, plans, strict=True))
+    # What STATUS proved unchanged costs nothing more: done here, so that extra
+    # connections are opened only for folders that have work (a no-op run opens one).
+    busy = [item for item in work if item[0].selectable and not item[2].unchanged(options)]
+    if options.connections > 1 and open_source is not None and len(busy) > 1:
+        for folder, folder_result, plan in work:
+            if not (folder.selectable and not plan.unchanged(options)):
+                _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
+        _transfer_parallel(source, dest, busy, options, reporter, open_source)
     else:
-        for folder, folder_result in work:
-            _transfer_one(source, dest, folder, options, reporter, folder_result)
+        for folder, folder_result, plan in work:
+            _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
     reporter.finish(result)
     return result
 
 
+@dataclass
+class _Plan:
+    """Step 1 of a folder, done for every folder before the first message moves:
+    its STATUS and the destination's checkpoint, so the run's total is known up
+    front (a true ETA) and the folder's own step reuses both (still one STATUS
+    per folder). A folder whose STATUS fails keeps the error for its own step,
+    where it fails that folder alone, as before."""
+
+    status: FolderStatus | None = None
+    checkpoint: FolderCheckpoint | None = None
+    error: MessageError | None = None
+
+    def unchanged(self, options: TransferOptions) -> bool:
+        """STATUS proved the folder unchanged since the last complete pass."""
+        return (self.status is not None and self.checkpoint is not None and options.since is None
+                and _unchanged(self.checkpoint, self.status))
+
+    @property
+    def expected(self) -> int:
+        """Messages this folder is expected to transfer (0 when STATUS proves it unchanged)."""
+        if self.status is None or self.checkpoint is None or self.status.messages is None:
+            return 0
+        if _unchanged(self.checkpoint, self.status):
+            return 0
+        return max(self.status.messages - self.checkpoint.messages, 0)
+
+
+def _plan(source: SourceStore, dest: DestinationStore, folders: Sequence[Folder],
+          options: TransferOptions) -> list[_Plan]:
+    plans: list[_Plan] = []
+    for folder in folders:
+        if not folder.selectable:
+            plans.append(_Plan())
+            continue
+        try:
+            status = source.status(folder)
+            plans.append(_Plan(status, dest.checkpoint(folder, status)))
+        except MessageError as exc:
+            plans.append(_Plan(error=exc))
+    return plans
+
+
 def _transfer_one(source: SourceStore, dest: DestinationStore, folder: Folder,
                   options: TransferOptions, reporter: Reporter, out: FolderResult,
-                  should_stop: Callable[[], bool] = lambda: False) -> None:
+                  plan: _Plan | None = None, should_stop: Callable[[], bool] = lambda: False) -> None:
     """One folder; a per-message problem becomes the folder's error, the rest goes on."""
     try:
-        _transfer_folder(source, dest, folder, options, reporter, out, should_stop)
+        if plan is not None and plan.error is not None:
+            raise plan.error
+        _transfer_folder(source, dest, folder, options, reporter, out, should_stop, plan)
     except MessageError as exc:
         out.error = str(exc)
         reporter.warn(f"{folder.name}: {exc}")
@@ -181,7 +234,7 @@ class _SourceTagged(Forwarding):
 
 
 def _transfer_parallel(source: SourceStore, dest: DestinationStore,
-                       work: list[tuple[Folder, FolderResult]], options: TransferOptions,
+                       work: list[tuple[Folder, FolderResult, _Plan]], options: TransferOptions,
                        reporter: Reporter, open_source: Callable[[], SourceStore]) -> None:
     """Up to ``options.connections`` workers take folders from one queue.
 
@@ -196,12 +249,12 @@ def _transfer_parallel(source: SourceStore, dest: DestinationStore,
     calls = CallQueue(fatal=lambda exc: not isinstance(exc, MessageError))
     shared_dest: DestinationStore = Serialized(dest, calls)  # type: ignore[assignment]
     shared_reporter: Reporter = Serialized(reporter, calls)  # type: ignore[assignment]
-    todo: queue.SimpleQueue[tuple[Folder, FolderResult]] = queue.SimpleQueue()
+    todo: queue.SimpleQueue[tuple[Folder, FolderResult, _Plan]] = queue.SimpleQueue()
     for item in work:
         todo.put(item)
     stop = threading.Event()
     failures: list[BaseException] = []
-    workers = min(options.connections, sum(1 for f, _ in work if f.selectable))
+    workers = min(options.connections, sum(1 for f, _, _ in work if f.selectable))
 
     def run_worker(index: int) -> None:
         own: SourceStore | None = source if index == 0 else None
@@ -209,7 +262,7 @@ def _transfer_parallel(source: SourceStore, dest: DestinationStore,
         try:
             while not stop.is_set():
                 try:
-                    folder, out = todo.get_nowait()
+                    folder, out, plan = todo.get_nowait()
                 except queue.Empty:
                     return
                 if own is None:
@@ -217,20 +270,20 @@ def _transfer_parallel(source: SourceStore, dest: DestinationStore,
                         own = open_source()
                         opened = True
                     except MailmigrateError as exc:
-                        todo.put((folder, out))
+                        todo.put((folder, out, plan))
                         shared_reporter.warn(f"connection {index + 1} of {workers} not opened "
                                              f"({exc}); going on with fewer")
                         return
                 try:
                     _transfer_one(_SourceTagged(own), shared_dest, folder, options,
-                                  shared_reporter, out, stop.is_set)
+                                  shared_reporter, out, plan, stop.is_set)
                 except _SourceLost as lost:
                     # A connection that cannot go on (the server's cap, an outage
                     # it alone saw) hands its folder back: the batches it stored
                     # are committed, so another connection resumes it, or, when
                     # none is left, this thread does after the workers (and a
                     # source that is really gone fails there, as it would alone).
-                    todo.put((folder, out))
+                    todo.put((folder, out, plan))
                     shared_reporter.warn(f"connection {index + 1} of {workers} given up "
                                          f"({lost.error}); going on with fewer")
                     return
@@ -261,15 +314,16 @@ def _transfer_parallel(source: SourceStore, dest: DestinationStore,
     # Folders whose worker could not connect, after every other worker ended.
     while True:
         try:
-            folder, out = todo.get_nowait()
+            folder, out, plan = todo.get_nowait()
         except queue.Empty:
             break
-        _transfer_one(source, dest, folder, options, reporter, out)
+        _transfer_one(source, dest, folder, options, reporter, out, plan)
 
 
 def _transfer_folder(
     source: SourceStore, dest: DestinationStore, folder: Folder, options: TransferOptions,
     reporter: Reporter, out: FolderResult, should_stop: Callable[[], bool] = lambda: False,
+    plan: _Plan | None = None,
 ) -> None:
     if not folder.selectable:
         # A \Noselect parent holds no mail but shapes the tree: record it.
@@ -279,8 +333,13 @@ def _transfer_folder(
     if options.budget is not None and options.budget.exhausted():
         out.deferred = True  # not started: the next run takes it
         return
-    status = source.status(folder)
-    cp = dest.checkpoint(folder, status)
+    if plan is not None and plan.status is not None and plan.checkpoint is not None:
+        # Taken in the first pass: a STATUS older than this step can only make the
+        # next run list a few UIDs again (uidnext moved on), never miss one.
+        status, cp = plan.status, plan.checkpoint
+    else:
+        status = source.status(folder)
+        cp = dest.checkpoint(folder, status)
     if _unchanged(cp, status) and options.since is None:
         out.unchanged = True
         return

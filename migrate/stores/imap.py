@@ -124,6 +124,7 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
     except LoginError as exc:
         _quiet_close(client)
         text = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        text = re.sub(r"^b(['\"])(.*)\1$", r"\2", text.strip())  # imapclient's str(bytes)
         if any(code in text.upper() for code in THROTTLE_CODES):
             # A refusal for now, not for these credentials: Dovecot's per-user
             # connection cap answers NO [UNAVAILABLE], providers [LIMIT].

@@ -76,9 +76,11 @@ CREATE INDEX IF NOT EXISTS placements_state ON placements (src_folder, state);
 
 
 def default_state_dir() -> Path:
-    import platformdirs
+    """Where job state files go: the user state dir, or ``$MAILMIGRATE_STATE_DIR``
+    (the one setting that moves saved jobs' history too)."""
+    from migrate.config.jobs import state_dir
 
-    return Path(platformdirs.user_state_dir("mailmigrate")) / "jobs"
+    return state_dir() / "jobs"
 
 
 def _private_dirs(directory: Path) -> None:

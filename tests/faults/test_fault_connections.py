@@ -85,16 +85,28 @@ def test_one_connection_is_the_default(dovecot, account, tmp_path):
 
 
 def test_a_server_cap_costs_speed_not_mail(tmp_path):
-    """Dovecot allows 2 connections per user+IP; asking for 5 still archives everything."""
+    """Dovecot allows 2 connections per user+IP; asking for 5 still archives everything,
+    and the user is told that the run went on with fewer.
+
+    Which connections the cap refuses is made certain, not raced: the proxy lets the
+    logins through one at a time (so Dovecot counts each before the next), and holds
+    every FETCH answer until all five connections had their login answered, so the
+    two admitted ones are still open when the other three ask."""
     with DovecotServer(max_userip_connections=2) as server:
         user = server.add_user()
         seed(server, user)
         archive = tmp_path / "tree"
         with TcpProxy("127.0.0.1", server.imap_port) as proxy:
+            proxy.admit_serially(rb"Logged in|\[LIMIT\]")
+            proxy.hold_responses(rb"\* \d+ FETCH", until=lambda: proxy.settled_connections >= 5)
             done = backup(proxy, user, archive, "--max-connections", "5", "--retry-delay", "0.05")
+            accepted = proxy.connections_accepted
         assert done.code == 0, done.err
         assert "Traceback" not in done.err
-        assert "going on with fewer" in done.err, done.err
+        assert accepted == 5, accepted  # one connection per worker, none retried
+        assert done.err.count("not opened") == 3, done.err  # the cap's three refusals
+        assert done.err.count("going on with fewer") == 3, done.err
+        assert "Maximum number of connections" in done.err
         assert json.loads(done.out)["new_messages"] == len(FOLDERS) * PER_FOLDER
         assert_exactly_once(server, user, archive)
 

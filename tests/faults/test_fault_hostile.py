@@ -116,5 +116,5 @@ def test_special_use_sent_only_when_asked_is_still_recorded(tmp_path, announced)
                        "--password-env", PASSWORD_ENV, env=cli_env("pw"))
     assert done.code == 0, done.err
     listed = run_cli("ls", str(archive), "--json")
-    uses = {f["folder"]: f["special_use"] for f in json.loads(listed.out)}
+    uses = {f["folder"]: f["special_use"] for f in json.loads(listed.out)["folders"]}
     assert uses["Outbox-2019"] == ("\\Sent" if announced else None)
