@@ -77,7 +77,7 @@ def backup(
     def body() -> int:
         from migrate.config import run_defaults
         from migrate.engine.ratelimit import limited, shared_pacer
-        from migrate.engine.retry import RetryingSource
+        from migrate.engine.retry import RetryingSource, open_retrying
         from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
@@ -107,7 +107,7 @@ def backup(
                 return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
                                               policy, reporter), pacer)
 
-            src = open_source()
+            src = open_retrying(policy, reporter, f"to connect to {endpoint.host}", open_source)
             try:
                 result = transfer(src, dest, options, reporter, open_source=open_source)
             finally:

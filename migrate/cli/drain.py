@@ -46,7 +46,7 @@ from migrate.cli.common import (
 from migrate.config.endpoints import parse_endpoint
 from migrate.engine.progress import LogReporter, human_bytes
 from migrate.engine.ratelimit import limited
-from migrate.engine.retry import RetryingSource, retry_call
+from migrate.engine.retry import RetryingSource, open_retrying, retry_call
 from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_PARTIAL, ConnectError
 from migrate.model import FolderCheckpoint
@@ -183,7 +183,10 @@ def drain(
         else:
             dest = open_archive(archive, archive_format, account=account, lock_wait=lock_wait)
         try:
-            src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
+            src = open_retrying(retry_policy(retries, retry_delay),
+                                NullReporter() if quiet else LogReporter(),
+                                f"to connect to {endpoint.host}",
+                                lambda: Pop3Source(endpoint, password, timeout=timeout, auth=auth))
             try:
                 def todo() -> tuple[int, int]:
                     refs = list(src.list_new(INBOX, FolderCheckpoint()))
