@@ -48,7 +48,7 @@ from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
 from migrate.config.profiles import Profile
 from migrate.engine.progress import human_bytes
 from migrate.engine.ratelimit import Pacer, limited, shared_pacer
-from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy
+from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy, open_retrying
 from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
@@ -192,21 +192,23 @@ def _run_to_imap(
     state_path = job_path(source_id, endpoint.display(), state)
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
-        dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
-                               special_use=special_use, dry_run=dry_run, reporter=reporter,
-                               timeout=timeout, source_profile=source_profile)
+        dest = open_retrying(policy, reporter, f"to connect to {endpoint.host}", lambda: ImapDestination(
+            endpoint, password, job, rules=rules, prefix=prefix, special_use=special_use,
+            dry_run=dry_run, reporter=reporter, timeout=timeout, source_profile=source_profile))
         try:
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
             dest.plan(source.list_folders())
-            result = transfer(limited(source, pacer), RetryingDestination(dest, policy, reporter),
-                              options, reporter, open_source=open_paced)
+            writer = RetryingDestination(dest, policy, reporter)
+            result = transfer(limited(source, pacer), writer, options, reporter,
+                              open_source=open_paced)
+            writer.finish_run()  # late copies of APPENDs interrupted earlier
             summary = dest.summary()
         finally:
             dest.close()
     finally:
         job.close()
-    failed = bool(result.errors or summary["message_errors"])
+    failed = bool(result.errors or summary["message_errors"] or summary["duplicates_left"])
     if as_json:
         payload: dict[str, Any] = {"command": command, **extra, "destination": endpoint.display(),
                                    "state": str(state_path), **result.as_dict(), **summary}
@@ -376,7 +378,8 @@ def copy(
         def open_source() -> SourceStore:
             return RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
 
-        src = open_source()
+        src = open_retrying(policy, make_reporter(quiet, as_json), f"to connect to {src_ep.host}",
+                            open_source)
         try:
             return _run_to_imap(
                 "copy", src, src_ep.display(), dst_ep, dst_pw, folder=list(run.include),
