@@ -484,14 +484,18 @@ class TcpProxy:
         with self._lock:
             self._read_triggers[d].append(_Trigger(0, callback, pattern, min_index))
 
-    def clear_faults(self) -> None:
+    def clear_faults(self, *, release: bool = True) -> None:
+        """Disarm every fault and trigger; held connections are let go unless ``release``
+        is False (their bytes stay on the wire until :meth:`release`)."""
         with self._lock:
             self._cut = {C2S: None, S2C: None}
             self._stall = {C2S: None, S2C: None}
+            self._hold = {C2S: None, S2C: None}
             self._patterns.clear()
             self._triggers = {C2S: [], S2C: []}
             self._read_triggers = {C2S: [], S2C: []}
-        self.release()
+        if release:
+            self.release()
 
     def reset(self) -> None:
         """RST every open connection (both sides) now."""
