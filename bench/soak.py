@@ -48,7 +48,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cli_helpers import PASSWORD_ENV, archive_contents, cli_env, imap_url  # noqa: E402
 from dovecot import DovecotServer  # noqa: E402
 from proxy import TcpProxy  # noqa: E402
-from seeding import bulk_append, create_folder, fetch_all, imap_login, seed_message  # noqa: E402
+from seeding import (  # noqa: E402
+    bulk_append,
+    create_folder,
+    folder_multiset,
+    imap_login,
+    seed_message,
+)
 
 COMMANDS = ("backup", "drain", "restore", "copy")
 FAULTS = ("cut", "reset", "stall", "slow", "kill", "late", "login")
@@ -254,14 +260,14 @@ class Trial:
     def _check(self) -> None:
         cmd = self.out.command
         if cmd in ("restore", "copy"):
-            have = self._server_contents(self.dst)
+            have = folder_multiset(self.server, self.dst, FOLDERS)
         elif cmd == "backup":
             have = Counter((f, raw) for f, box in archive_contents(self.archive).items()
                            for raw, _, _ in box.values())
         else:
             have = self._drained()
             if self.delete:
-                left = self._server_contents(self.src)
+                left = folder_multiset(self.server, self.src, FOLDERS)
                 gone = self.want - left  # deleted from the server ...
                 unarchived = gone - have  # ... without being archived
                 self.out.lost += sum(unarchived.values())
@@ -270,15 +276,6 @@ class Trial:
         self.out.duplicated += sum((have - want).values())
         if self.out.lost or self.out.duplicated:
             self.out.note += f" codes {self.out.codes};"
-
-    def _server_contents(self, user: Any) -> Counter[tuple[str, bytes]]:
-        client = imap_login(self.server, user)
-        try:
-            names = {n for _, _, n in client.list_folders()}
-            return Counter((f, raw) for f in FOLDERS if f in names
-                           for raw, _, _ in fetch_all(client, f).values())
-        finally:
-            client.logout()
 
     def _drained(self) -> Counter[tuple[str, bytes]]:
         if self.archive.suffix == ".sqlite":
@@ -354,6 +351,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="append the report to this file")
     opts = ap.parse_args()
     seed = opts.seed if opts.seed is not None else random.randrange(1 << 30)
+    # kill/TERM: stop the private Dovecot and remove the work directory on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="mmsoak"))
     server = DovecotServer("/").start()
     t0 = time.monotonic()

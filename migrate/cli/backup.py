@@ -107,7 +107,7 @@ def backup(
                 return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
                                               policy, reporter), pacer)
 
-            src = open_retrying(policy, reporter, f"to connect to {endpoint.host}", open_source)
+            src = open_retrying(policy, reporter, f"connecting to {endpoint.host}", open_source)
             try:
                 result = transfer(src, dest, options, reporter, open_source=open_source)
             finally:

@@ -185,7 +185,7 @@ def drain(
         try:
             src = open_retrying(retry_policy(retries, retry_delay),
                                 NullReporter() if quiet else LogReporter(),
-                                f"to connect to {endpoint.host}",
+                                f"connecting to {endpoint.host}",
                                 lambda: Pop3Source(endpoint, password, timeout=timeout, auth=auth))
             try:
                 def todo() -> tuple[int, int]:

@@ -192,7 +192,7 @@ def _run_to_imap(
     state_path = job_path(source_id, endpoint.display(), state)
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
-        dest = open_retrying(policy, reporter, f"to connect to {endpoint.host}", lambda: ImapDestination(
+        dest = open_retrying(policy, reporter, f"connecting to {endpoint.host}", lambda: ImapDestination(
             endpoint, password, job, rules=rules, prefix=prefix, special_use=special_use,
             dry_run=dry_run, reporter=reporter, timeout=timeout, source_profile=source_profile))
         try:
@@ -378,7 +378,7 @@ def copy(
         def open_source() -> SourceStore:
             return RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
 
-        src = open_retrying(policy, make_reporter(quiet, as_json), f"to connect to {src_ep.host}",
+        src = open_retrying(policy, make_reporter(quiet, as_json), f"connecting to {src_ep.host}",
                             open_source)
         try:
             return _run_to_imap(

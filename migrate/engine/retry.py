@@ -147,28 +147,17 @@ def _retrying(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, wha
             break
 
 
-def open_retrying(policy: RetryPolicy, reporter: Reporter, what: str, factory: Callable[[], T]) -> T:
-    """Open a store (its first connection) with the same budget and backoff as a reconnect.
+class _NotOpenYet:
+    """Before the first connection there is nothing to drop: trying again is the reconnect."""
 
-    ``what`` names the place for the progress line ("connecting to host").
-    With ``retries`` 0 the first failure is the error, unchanged.
-    """
-    attempt = 0
-    while True:
-        try:
-            return factory()
-        except MailmigrateError as exc:
-            if not exc.transient:
-                raise
-            if attempt >= policy.retries:
-                if not attempt:
-                    raise
-                raise ConnectError(_gave_up(exc, attempt)) from None
-            attempt += 1
-            wait = policy.backoff(attempt)
-            reporter.warn(f"{exc}; trying again in {wait:.1f} s "
-                          f"(attempt {attempt} of {policy.retries}) {what}")
-            policy.sleep(wait)
+    def reconnect(self) -> None:
+        pass
+
+
+def open_retrying(policy: RetryPolicy, reporter: Reporter, what: str, factory: Callable[[], T]) -> T:
+    """Open a store (its first connection) with the same budget and backoff as a reconnect;
+    ``what`` names it for the progress line ("connecting to host")."""
+    return _retrying(policy, reporter, _NotOpenYet(), what, factory)
 
 
 def retry_call(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, what: str,

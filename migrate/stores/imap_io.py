@@ -12,7 +12,12 @@ replaced, and the old one's bytes keep arriving (issue 16). So:
   in, or the kernel's queue of sent-but-unacknowledged bytes shrank (Linux
   ``SIOCOUTQ``: the peer is taking our bytes, however slowly);
 - only ``timeout`` seconds without any of these is a stall (``TimeoutError``,
-  which the store maps to a lost connection, as before).
+  which the store maps to a lost connection, as before);
+- bytes the kernel has handed on may still be moving where we cannot see
+  them (a proxy, VPN or load balancer that acknowledges early and forwards at
+  the link's pace): :meth:`Progress.expect` lets the writer say "this APPEND
+  needs N seconds at the rate measured so far", and the silence is counted
+  from then on.
 
 :func:`abort` closes a socket with SO_LINGER 0 (RST, and the kernel drops
 what it had not sent), and :func:`discard_unsent` keeps that setting while an
@@ -54,11 +59,16 @@ class Progress:
         self.slice = max(0.05, min(1.0, timeout / 5))
         self._clock = clock
         self.last = clock()
+        self.busy_until = 0.0  # the link is expected to be moving our bytes until then
         self._queued = unacked(sock)
 
     def moved(self) -> None:
         self.last = self._clock()
         self._queued = unacked(self.sock)
+
+    def expect(self, seconds: float) -> None:
+        """What was just handed on needs ``seconds`` (the measured rate): no stall before."""
+        self.busy_until = max(self.busy_until, self._clock() + seconds)
 
     def waited(self, what: str) -> None:
         """A slice passed with nothing read or taken: raise TimeoutError if nothing moved at
@@ -68,7 +78,7 @@ class Progress:
             self.moved()
             return
         self._queued = queued
-        if self._clock() - self.last >= self.timeout:
+        if self._clock() - max(self.last, self.busy_until) >= self.timeout:
             raise TimeoutError(f"no byte moved for {self.timeout:g} s while {what}")
 
 
@@ -133,19 +143,26 @@ def install(imap: imaplib.IMAP4, timeout: float) -> Progress | None:
     except AttributeError:
         return None
     sock.settimeout(progress.slice)
-    current = [progress]
+    imap.mm_progress = progress  # type: ignore[attr-defined]
 
     def send(data: bytes) -> None:
         now: socket.socket = imap.sock
-        if current[0].sock is not now:
-            current[0] = Progress(now, timeout)
+        current = progress_of(imap)
+        if current is None or current.sock is not now:
+            current = Progress(now, timeout)  # STARTTLS swapped the socket under us
         try:
-            send_all(now, data, current[0])
+            send_all(now, data, current)
         except OSError as exc:
             raise imap.abort(f"socket error: {exc}") from None
 
     imap.send = send  # type: ignore[method-assign,assignment]
     return progress
+
+
+def progress_of(imap: imaplib.IMAP4) -> Progress | None:
+    """The connection's :class:`Progress`, where :func:`install` put one."""
+    found = getattr(imap, "mm_progress", None)
+    return found if isinstance(found, Progress) else None
 
 
 def discard_unsent(sock: socket.socket | None, on: bool) -> None:
@@ -167,5 +184,5 @@ def abort(sock: socket.socket | None) -> None:
         sock.close()
 
 
-__all__ = ["Progress", "ProgressReader", "abort", "discard_unsent", "install", "send_all",
-           "unacked"]
+__all__ = ["Progress", "ProgressReader", "abort", "discard_unsent", "install", "progress_of",
+           "send_all", "unacked"]

@@ -339,12 +339,16 @@ class JobState:
 
     # -- placements ----------------------------------------------------------------
     def done_keys(self, src_folder: str, keys: Sequence[str]) -> set[str]:
+        return self._keys("placements", "state = 'done'", src_folder, keys)
+
+    def _keys(self, table: str, condition: str, src_folder: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` with a row in ``table`` meeting ``condition`` (in chunks)."""
         out: set[str] = set()
         for start in range(0, len(keys), _CHUNK):
             chunk = list(keys[start:start + _CHUNK])
             marks = ",".join("?" * len(chunk))
             out.update(r[0] for r in self.conn.execute(
-                f"SELECT src_key FROM placements WHERE src_folder = ? AND state = 'done'"
+                f"SELECT src_key FROM {table} WHERE src_folder = ? AND {condition}"
                 f" AND src_key IN ({marks})", (src_folder, *chunk)))
         return out
 
@@ -451,14 +455,7 @@ class JobState:
 
     def pending_reappends(self, src_folder: str, keys: Sequence[str]) -> set[str]:
         """Keys among ``keys`` that are watched and not yet appended a second time."""
-        out: set[str] = set()
-        for start in range(0, len(keys), _CHUNK):
-            chunk = list(keys[start:start + _CHUNK])
-            marks = ",".join("?" * len(chunk))
-            out.update(r[0] for r in self.conn.execute(
-                f"SELECT src_key FROM reappends WHERE src_folder = ? AND src_key IN ({marks})"
-                " AND reappend_uid IS NULL", (src_folder, *chunk)))
-        return out
+        return self._keys("reappends", "reappend_uid IS NULL", src_folder, keys)
 
     def done_with_reappends(self, src_folder: str, placements: Sequence[Placement],
                             reappended: dict[str, int | None], dropped: Sequence[str] = ()) -> None:

@@ -41,7 +41,7 @@ import hashlib
 import imaplib
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +75,10 @@ HASH_FETCH_BYTES = 8 * 1024 * 1024
 APPEND_BATCH_BYTES = 8 * 1024 * 1024
 FIRST_APPEND_BYTES = 256 * 1024  # before any rate is known
 MIN_APPEND_BYTES = 64 * 1024
+# Before the first answer tells the upload rate, an APPEND is given the time it needs
+# at this rate (a slow DSL uplink) before its silence counts: its bytes may sit in a
+# middlebox that acknowledges early, where no progress can be seen.
+FLOOR_RATE = 50 * 1024
 # How long a message appended again after an unresolved doubt is watched for a
 # late first copy (docs/DESIGN.md, "In-doubt APPENDs": four times Linux's
 # tcp_retries2 give-up time of ~15 minutes).
@@ -391,6 +395,19 @@ class ImapDestination:
             self.plan([folder])
         return self.targets[folder.name]
 
+    @contextlib.contextmanager
+    def _talking(self, what: str, refused: str) -> Iterator[None]:
+        """Map a command's failures: a drop is a lost connection (retried), a NO/BAD is
+        ``refused`` plus the server's words (that folder or message fails alone)."""
+        try:
+            yield
+        except IMAPClientAbortError:
+            raise self._guard(what) from None
+        except IMAPClientError as exc:
+            raise MessageError(f"{refused}: {exc}") from None
+        except OSError:
+            raise self._guard(what) from None
+
     def _guard(self, what: str, exc: BaseException | None = None) -> ConnectError:
         reason = f" ({str(exc)[:160]})" if exc is not None and str(exc) else ""
         return ConnectError(f"connection to {self.endpoint.host} lost while {what}{reason}; "
@@ -482,19 +499,14 @@ class ImapDestination:
 
     def _search(self, server_name: str, criteria: list[Any]) -> list[int]:
         self._select(server_name)
-        try:
+        with self._talking(f"listing {server_name!r}",
+                           f"cannot list folder {server_name!r} on the destination"):
             return sorted(set(self.client.search(criteria)))
-        except IMAPClientAbortError:
-            raise self._guard(f"listing {server_name!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot list folder {server_name!r} on the destination: {exc}"
-                               ) from None
-        except OSError:
-            raise self._guard(f"listing {server_name!r}") from None
 
     def _scan(self, server_name: str, index: _DestIndex, uids: Sequence[int]) -> None:
         """Sizes and identity headers of ``uids`` into ``index``."""
-        try:
+        with self._talking(f"listing {server_name!r}",
+                           f"cannot list folder {server_name!r} on the destination"):
             for start in range(0, len(uids), 1000):
                 data = self.client.fetch(list(uids[start:start + 1000]),
                                          ["RFC822.SIZE", f"BODY.PEEK[HEADER.FIELDS ({IDENT_FIELDS})]"])
@@ -502,13 +514,6 @@ class ImapDestination:
                     header = next((v for k, v in item.items()
                                    if isinstance(k, bytes) and k.startswith(b"BODY[HEADER")), b"")
                     index.add(uid, int(item.get(b"RFC822.SIZE", 0)), bytes(header or b""))
-        except IMAPClientAbortError:
-            raise self._guard(f"listing {server_name!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot list folder {server_name!r} on the destination: {exc}"
-                               ) from None
-        except OSError:
-            raise self._guard(f"listing {server_name!r}") from None
 
     def _hashes(self, server_name: str, index: _DestIndex, uids: Iterable[int]) -> None:
         """Fetch and hash candidate messages (bounded batches), caching the results."""
@@ -521,15 +526,9 @@ class ImapDestination:
         total = 0
         for uid in [*todo, -1]:
             if uid < 0 or (batch and total + sizes.get(uid, 0) > HASH_FETCH_BYTES):
-                try:
+                with self._talking(f"reading {server_name!r}",
+                                   f"cannot read folder {server_name!r} on the destination"):
                     data = self.client.fetch(batch, ["BODY.PEEK[]", "FLAGS"])
-                except IMAPClientAbortError:
-                    raise self._guard(f"reading {server_name!r}") from None
-                except IMAPClientError as exc:
-                    raise MessageError(f"cannot read folder {server_name!r} on the destination: "
-                                       f"{exc}") from None
-                except OSError:
-                    raise self._guard(f"reading {server_name!r}") from None
                 for got, item in data.items():
                     body = item.get(b"BODY[]")
                     if body is not None:
@@ -717,15 +716,9 @@ class ImapDestination:
     def _same_bytes(self, server_name: str, ours: int,
                     late: int) -> tuple[bool | None, tuple[str, ...]]:
         """(do the two UIDs hold the same bytes, None if ours is gone; our copy's flags)."""
-        try:
+        with self._talking(f"reading {server_name!r}",
+                           f"cannot read folder {server_name!r} on the destination"):
             data = self.client.fetch([ours, late], ["BODY.PEEK[]", "FLAGS"])
-        except IMAPClientAbortError:
-            raise self._guard(f"reading {server_name!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot read folder {server_name!r} on the destination: {exc}"
-                               ) from None
-        except OSError:
-            raise self._guard(f"reading {server_name!r}") from None
         mine, theirs = data.get(ours, {}).get(b"BODY[]"), data.get(late, {}).get(b"BODY[]")
         if mine is None:
             return None, ()
@@ -736,18 +729,12 @@ class ImapDestination:
     def _remove_ours(self, server_name: str, ours: int, late: int, flags: tuple[str, ...]) -> None:
         """Our flags onto the copy that stays, then \\Deleted + UID EXPUNGE of our UID alone."""
         keep = [f for f in flags if f.lower() not in ("\\deleted", "\\recent")]
-        try:
+        with self._talking(f"removing a second copy in {server_name!r}",
+                           f"cannot remove the second copy (UID {ours}) in {server_name!r}"):
             if keep:
                 self.client.add_flags([late], keep, silent=True)
             self.client.add_flags([ours], ["\\Deleted"], silent=True)
             self.client.uid_expunge([ours])
-        except IMAPClientAbortError:
-            raise self._guard(f"removing a second copy in {server_name!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot remove the second copy (UID {ours}) in {server_name!r}: "
-                               f"{exc}") from None
-        except OSError:
-            raise self._guard(f"removing a second copy in {server_name!r}") from None
 
     def _duplicate(self, folder: str, server_name: str, uid: int, why: str) -> None:
         entry = {"folder": folder, "destination": server_name, "uid": str(uid), "why": why}
@@ -1000,6 +987,10 @@ class ImapDestination:
         and drops what is unsent, so no rest of it reaches the server after we are gone."""
         sock = getattr(self.client._imap, "sock", None)
         imap_io.discard_unsent(sock, True)
+        nbytes = sum(len(e["msg"]) for e in entries)
+        progress = imap_io.progress_of(self.client._imap)
+        if progress is not None:
+            progress.expect(nbytes / (self._rate or FLOOR_RATE))  # moving, if out of our sight
         started = time.monotonic()
         try:
             if self.can_multiappend:
@@ -1014,7 +1005,7 @@ class ImapDestination:
             raise self._guard(f"appending to {dest!r}", exc) from None
         except (IMAPClientError, imaplib.IMAP4.error) as exc:
             result = "NO", str(exc)
-        self._measured(sum(len(e["msg"]) for e in entries), time.monotonic() - started)
+        self._measured(nbytes, time.monotonic() - started)
         imap_io.discard_unsent(sock, False)
         return result
 

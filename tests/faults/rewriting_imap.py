@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from hostile_imap import _uids
+from hostile_imap import HostileImap, _uids
 
 MODES = frozenset({"munge8bit", "reject8bit", "rejectlf", "question", "crlf"})
 _LITERAL = re.compile(rb"\{(\d+)(\+?)\}\r\n$")
@@ -143,36 +143,22 @@ def header_fields(raw: bytes, names: list[bytes]) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
-class RewritingImap:
+class RewritingImap(HostileImap):
+    """The socket, accept loop and context manager are HostileImap's; the server is new."""
+
     def __init__(self, modes: set[str] | frozenset[str] = frozenset(), *, uidplus: bool = True,
                  multiappend: bool = True) -> None:
         unknown = set(modes) - MODES
         if unknown:
             raise ValueError(f"unknown modes {unknown}")
+        super().__init__([])
         self.modes = set(modes)
         self.uidplus = uidplus
         self.multiappend = multiappend
         self.lock = threading.RLock()
-        self.folders: dict[str, RFolder] = {"INBOX": RFolder("INBOX", 5001)}
+        self.folders: dict[str, RFolder] = {"INBOX": RFolder("INBOX", 5001)}  # type: ignore[assignment]
         self.refused = 0
         self.appended = 0
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def __enter__(self) -> RewritingImap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-        self._sock.close()
 
     # -- what the store does to a message -------------------------------------------
     def stored_form(self, raw: bytes) -> bytes | str:
@@ -207,16 +193,6 @@ class RewritingImap:
             return uid
 
     # -- wire -------------------------------------------------------------------------
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
     def _caps(self) -> bytes:
         caps = b"IMAP4rev1 AUTH=PLAIN NAMESPACE"
         if self.uidplus:

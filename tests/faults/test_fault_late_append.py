@@ -27,7 +27,7 @@ import pytest
 from cli_helpers import PASSWORD_ENV, cli_env, imap_url, run_cli
 from killloop import kill_seed
 from proxy import TcpProxy
-from seeding import bulk_append, create_folder, fetch_all, imap_login, seed_message
+from seeding import bulk_append, create_folder, folder_multiset, imap_login, seed_message
 
 TAIL = b"LATE-TAIL-OF-THE-BIG-ONE"
 FOLDERS = ("INBOX", "Big")
@@ -58,16 +58,6 @@ def source(dovecot, tmp_path_factory):
     return a, archive
 
 
-def contents(dovecot, user) -> Counter[tuple[str, bytes]]:
-    client = imap_login(dovecot, user)
-    try:
-        names = {n for _, _, n in client.list_folders()}
-        return Counter((f, raw) for f in FOLDERS if f in names
-                       for raw, _, _ in fetch_all(client, f).values())
-    finally:
-        client.logout()
-
-
 class Job:
     """One restore or copy job to a fresh account B, through ``proxy`` to B's server."""
 
@@ -95,10 +85,10 @@ class Job:
         return proc.returncode, json.loads(out) if out.strip() else {}, err
 
     def want(self) -> Counter[tuple[str, bytes]]:
-        return contents(self.dovecot, self.a)
+        return folder_multiset(self.dovecot, self.a, FOLDERS)
 
     def have(self) -> Counter[tuple[str, bytes]]:
-        return contents(self.dovecot, self.b)
+        return folder_multiset(self.dovecot, self.b, FOLDERS)
 
 
 def late_proxy(dovecot) -> TcpProxy:

@@ -176,3 +176,26 @@ def test_pop3_wrong_password_is_exit_3_at_once(dovecot, account, tmp_path):
         accepted = proxy.connections_accepted
     assert done.code == 3, done.err
     assert "authentication failed" in done.err and accepted == 1
+
+
+def test_a_cut_during_authenticate_is_retried_without_burning_the_token(dovecot_oauth,
+                                                                      introspection, tmp_path):
+    """OAUTHBEARER: the AUTHENTICATE reaches the server, its answer never comes back. A
+    drop is no refusal: the same token logs in on the next connection (the token
+    command is not asked for a "fresh" one, as it would be after a NO)."""
+    from test_oauth2 import runs, token_command
+
+    user = dovecot_oauth.add_user()
+    seeded(dovecot_oauth, user, 3)
+    introspection.grant(f"tok-{user.name}", user.name)
+    cmd = token_command(tmp_path, [f"tok-{user.name}"] * 5)
+    with TcpProxy(dovecot_oauth.host, dovecot_oauth.imap_port) as proxy:
+        proxy.cut_on(b"AUTHENTICATE", forward=True)
+        done = run_cli("backup", f"imap://{user.name}@127.0.0.1:{proxy.port}?tls=none&auth=oauthbearer",
+                       str(tmp_path / "a.sqlite"), "--oauth2-token-command", cmd, *FAST,
+                       env=cli_env())
+        accepted = proxy.connections_accepted
+    assert done.code == 0, done.err
+    assert accepted >= 2 and "authentication failed" not in done.err
+    assert runs(tmp_path) == 1  # the token is kept: a drop asks for no refresh
+    assert len(archive_contents(tmp_path / "a.sqlite")["INBOX"]) == 3

@@ -98,3 +98,42 @@ def test_a_silent_peer_is_a_stall_and_a_trickle_is_not(tcp_pair):
     stop.set()
     t.join()
     assert bytes(got) == b"y" * 30
+
+
+def test_a_draining_send_queue_is_progress_while_waiting_for_the_answer():
+    """All bytes are written into our kernel's send queue; the peer takes them at 200 KB/s
+    and answers only at the end. The wait for the answer sees the queue shrink, which is
+    progress, for longer than the timeout."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)  # a small window
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 512 * 1024)
+    client.connect(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    payload = b"z" * (600 * 1024)
+
+    def drain() -> None:
+        got = 0
+        while got < len(payload):
+            got += len(server.recv(20_000))
+            threading.Event().wait(0.1)
+        server.sendall(b"OK\r\n")
+
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    try:
+        progress = imap_io.Progress(client, 2.0)
+        client.settimeout(progress.slice)
+        imap_io.send_all(client, payload, progress)
+        queued = imap_io.unacked(client)
+        assert queued is not None and queued > 400_000, queued  # > 2 s at 200 KB/s
+        buf = bytearray(4)
+        assert imap_io.ProgressReader(client, progress).readinto(buf) > 0
+        assert bytes(buf).startswith(b"O")
+    finally:
+        t.join(30)
+        client.close()
+        server.close()
