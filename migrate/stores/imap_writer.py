@@ -688,9 +688,11 @@ class ImapDestination:
         if r.reappend_uid is None or p.dest_uid != r.reappend_uid:
             if p.dest_uid is None and len(copies) < 2:
                 return False  # no UIDPLUS: our own second copy is among the unclaimed ones
+            why = ("this server gave no APPENDUID to tell which copy mailmigrate made"
+                   if p.dest_uid is None else "the copy recorded for it is not the one "
+                   "mailmigrate appended again, so which copy is ours cannot be proven")
             self._duplicate(folder, server_name, late, "the earlier, interrupted APPEND landed "
-                            "after this message was appended again, and this server gave no "
-                            "APPENDUID to tell which copy mailmigrate made")
+                            f"after this message was appended again; {why}")
             self.state.end_watch(r)
             return True
         ours = r.reappend_uid

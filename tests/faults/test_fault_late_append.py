@@ -27,7 +27,14 @@ import pytest
 from cli_helpers import PASSWORD_ENV, cli_env, imap_url, run_cli
 from killloop import kill_seed
 from proxy import TcpProxy
-from seeding import bulk_append, create_folder, folder_multiset, imap_login, seed_message
+from seeding import (
+    append,
+    bulk_append,
+    create_folder,
+    folder_multiset,
+    imap_login,
+    seed_message,
+)
 
 TAIL = b"LATE-TAIL-OF-THE-BIG-ONE"
 FOLDERS = ("INBOX", "Big")
@@ -185,12 +192,25 @@ def test_an_old_append_that_never_lands_is_watched_then_forgotten(dovecot, sourc
         assert job.have() == job.want() and summary["late_duplicates_removed"] == []
         with sqlite3.connect(state) as conn:
             assert conn.execute("SELECT COUNT(*) FROM reappends").fetchone() == (1,)
+        # Another client's message arrives in the folder: the next look lists it once;
+        # after that, while nothing arrives, a look is one UID SEARCH and no listing.
+        other = seed_message(777, 2000, tag="other")
+        client = imap_login(dovecot, job.b)
+        append(client, "Big", other)
+        client.logout()
+        for listed in (True, False):
+            proxy.reset_counters()
+            code, summary, err = job.run()
+            assert code == 0 and summary["new_messages"] == 0, err
+            sent = proxy.transcript_to_server
+            assert b"UID SEARCH UID " in sent  # the look itself
+            assert (b"HEADER.FIELDS" in sent) is listed, sent[-2000:]
         job.env["MAILMIGRATE_NOW"] = "2099-01-01T00:00:00+00:00"
         code, summary, err = job.run()
     assert code == 0, err
     with sqlite3.connect(state) as conn:
         assert conn.execute("SELECT COUNT(*) FROM reappends").fetchone() == (0,)
-    assert job.have() == job.want()
+    assert job.have() == job.want() + Counter({("Big", other): 1})
 
 
 @pytest.mark.slow
