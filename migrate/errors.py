@@ -42,6 +42,13 @@ class ConnectError(MailmigrateError):
     transient = True
 
 
+class SetupError(ConnectError):
+    """Connecting cannot succeed by trying again (an untrusted certificate, a server that
+    offers no STARTTLS, a host name that does not resolve): exit 4 at once, no retries."""
+
+    transient = False
+
+
 class ThrottledError(ConnectError):
     """The server asked us to slow down ([THROTTLED], [UNAVAILABLE], [LIMIT], BYE with a
     reason): back off and try again; if it never relents, stop like a lost connection."""

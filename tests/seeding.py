@@ -118,6 +118,7 @@ import poplib
 import re
 import socket
 import ssl as _ssl
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -418,6 +419,19 @@ def corpus_messages() -> list[tuple[str, bytes]]:
     return [(p.relative_to(CORPUS_DIR).as_posix(), p.read_bytes()) for p in files]
 
 
+def folder_multiset(server: MailServer, user: User,
+                    folders: Iterable[str]) -> Counter[tuple[str, bytes]]:
+    """{(folder, BODY[] bytes): how often} over those of ``folders`` that exist: what an
+    account holds, UIDs aside, for exactly-once assertions."""
+    client = imap_login(server, user)
+    try:
+        names = {n for _, _, n in client.list_folders()}
+        return Counter((f, raw) for f in folders if server_name(client, f) in names
+                       for raw, _, _ in fetch_all(client, f).values())
+    finally:
+        client.logout()
+
+
 def corpus_index() -> dict[str, dict[str, str]]:
     """The rows of tests/data/corpus/INDEX.tsv keyed by path."""
     with open(CORPUS_DIR / "INDEX.tsv", newline="", encoding="utf-8") as f:
@@ -434,6 +448,7 @@ __all__ = [
     "create_folder",
     "delimiter",
     "fetch_all",
+    "folder_multiset",
     "imap_connect",
     "imap_login",
     "list_folders",

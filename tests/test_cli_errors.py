@@ -37,10 +37,11 @@ def test_wrong_password_exits_3(dovecot, account, tmp_path):
 
 
 def test_unreachable_server_exits_4(tmp_path):
+    """The first connection is retried like any other, then the run gives up (exit 4)."""
     url = f"imap://someone@127.0.0.1:{closed_port()}?tls=none"
     result = run_cli("backup", url, str(tmp_path / "a.sqlite"), "--password-env", PASSWORD_ENV,
-                     password="x")
-    assert_one_line_error(result, 4, "cannot connect", "127.0.0.1")
+                     "--retries", "2", "--retry-delay", "0.01", "--quiet", password="x")
+    assert_one_line_error(result, 4, "cannot connect", "127.0.0.1", "gave up after 2")
 
 
 @pytest.mark.parametrize("url,needle", [

@@ -84,7 +84,7 @@ def backup(
     def body() -> Outcome:
         from migrate.config import run_defaults
         from migrate.engine.ratelimit import limited, shared_pacer
-        from migrate.engine.retry import RetryingSource
+        from migrate.engine.retry import RetryingSource, open_retrying
         from migrate.stores.base import SourceStore
         from migrate.stores.imap import ImapSource
 
@@ -106,13 +106,15 @@ def backup(
 
         if not password.is_oauth2:
             password.get()  # no password: said before any connection or file
+
         def open_source() -> SourceStore:
             return limited(RetryingSource(ImapSource(endpoint, password, timeout=timeout),
                                           policy, reporter), pacer)
 
         # Log in before the archive is opened: a run that cannot start (no
-        # password, a refused login, no server) leaves no empty archive behind.
-        src = open_source()
+        # password, a refused login, no server) leaves no empty archive behind. The
+        # first connection has the same retry budget as every later one.
+        src = open_retrying(policy, reporter, f"connecting to {endpoint.host}", open_source)
         try:
             if dry_run and not Path(archive).expanduser().exists():
                 from migrate.stores.empty import EmptyDestination

@@ -98,7 +98,9 @@ CafileOpt = Annotated[Path | None, typer.Option(
     "--cafile", help="Trust this CA bundle (PEM) for the server's certificate.")]
 FormatOpt = Annotated[str | None, typer.Option(
     "--format", help="Archive format: sqlite or mbox-tree (default: guessed from the path).")]
-TimeoutOpt = Annotated[float, typer.Option(help="Network timeout in seconds.")]
+TimeoutOpt = Annotated[float, typer.Option(
+    help="A connection with no progress (no byte moved either way) for this many seconds "
+    "is taken for dead and replaced; a slow transfer that keeps moving is never cut.")]
 LockWaitOpt = Annotated[float, typer.Option(
     "--lock-wait", help="Seconds to wait for another run to release the archive.")]
 RetriesOpt = Annotated[int, typer.Option(

@@ -52,7 +52,7 @@ from migrate.config.endpoints import parse_endpoint
 from migrate.engine import progress
 from migrate.engine.progress import LogReporter, human_bytes
 from migrate.engine.ratelimit import limited
-from migrate.engine.retry import RetryingSource, retry_call
+from migrate.engine.retry import RetryingSource, open_retrying, retry_call
 from migrate.engine.transfer import TransferOptions, transfer
 from migrate.errors import ConnectError
 from migrate.model import FolderCheckpoint
@@ -198,8 +198,12 @@ def drain(
                                 oauth2_token_command).source(endpoint)
         if not password.is_oauth2:
             password.get()  # no password: said before any connection or file
-        # Log in first: a run that cannot start leaves no empty archive behind.
-        src = Pop3Source(endpoint, password, timeout=timeout, auth=auth)
+        # Log in first: a run that cannot start leaves no empty archive behind. The
+        # first connection has the same retry budget as every later one.
+        src = open_retrying(retry_policy(retries, retry_delay),
+                            NullReporter() if quiet else LogReporter(),
+                            f"connecting to {endpoint.host}",
+                            lambda: Pop3Source(endpoint, password, timeout=timeout, auth=auth))
         try:
             if dry_run and not Path(archive).expanduser().exists():
                 from migrate.stores.empty import EmptyDestination

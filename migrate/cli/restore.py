@@ -53,7 +53,7 @@ from migrate.config.endpoints import Endpoint, PasswordSource, parse_endpoint
 from migrate.config.profiles import Profile
 from migrate.engine.progress import human_bytes
 from migrate.engine.ratelimit import Pacer, limited, shared_pacer
-from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy
+from migrate.engine.retry import RetryingDestination, RetryingSource, RetryPolicy, open_retrying
 from migrate.engine.transfer import Budget, TransferOptions, transfer
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, ArchiveError, UsageError
 from migrate.folder_map import FolderMapper, MapRule, parse_rules
@@ -205,9 +205,11 @@ def _run_to_imap(
     job = JobState(state_path, source_id, endpoint.display(), lock_wait=lock_wait, readonly=dry_run)
     try:
         try:
-            dest = ImapDestination(endpoint, password, job, rules=rules, prefix=prefix,
-                                   special_use=special_use, dry_run=dry_run, reporter=reporter,
-                                   timeout=timeout, source_profile=source_profile)
+            dest = open_retrying(policy, reporter, f"connecting to {endpoint.host}",
+                                 lambda: ImapDestination(
+                                     endpoint, password, job, rules=rules, prefix=prefix,
+                                     special_use=special_use, dry_run=dry_run, reporter=reporter,
+                                     timeout=timeout, source_profile=source_profile))
         except BaseException:
             if fresh:  # the login failed: a state file that never held anything goes again
                 job.close()
@@ -219,8 +221,10 @@ def _run_to_imap(
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
             dest.plan(source.list_folders())
-            result = transfer(limited(source, pacer), RetryingDestination(dest, policy, reporter),
-                              options, reporter, open_source=open_paced)
+            writer = RetryingDestination(dest, policy, reporter)
+            result = transfer(limited(source, pacer), writer, options, reporter,
+                              open_source=open_paced)
+            writer.finish_run()  # late copies of APPENDs interrupted earlier
             summary = dest.summary()
         finally:
             dest.close()
@@ -228,6 +232,9 @@ def _run_to_imap(
         job.close()
     message_errors = [f"{err['folder']}: {err['message']}: {err['error']}"
                       for err in summary["message_errors"]]
+    # two copies of one message that mailmigrate may not resolve itself: exit 1
+    message_errors += [f"{dup['folder']}: twice in {dup['destination']!r} (UID {dup['uid']}): "
+                       f"{dup['why']}" for dup in summary["duplicates_left"]]
     if as_json:
         pass
     elif dry_run:
@@ -402,7 +409,8 @@ def copy(
         def open_source() -> SourceStore:
             return RetryingSource(ImapSource(src_ep, src_pw, timeout=timeout), policy)
 
-        src = open_source()
+        src = open_retrying(policy, make_reporter(quiet, as_json), f"connecting to {src_ep.host}",
+                            open_source)
         try:
             return _run_to_imap(
                 "copy", src, src_ep.display(), dst_ep, dst_pw, folder=list(run.include),

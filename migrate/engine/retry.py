@@ -17,6 +17,11 @@ Why a call can simply be repeated:
   settle those doubts (found on the server, or never appended) and sends
   only what is still missing, so a retried APPEND never duplicates.
 
+The first connection of a run goes through the same budget
+(:func:`open_retrying`): a drop during its greeting, TLS, CAPABILITY, LOGIN or
+NAMESPACE is as transient as any later one; only the server's refusal of the
+credentials (AuthError) and what retrying cannot mend (SetupError) stop at once.
+
 The budget is ``retries`` consecutive failed attempts of one call; a call
 that succeeds resets it. Each attempt is bounded by the socket ``timeout``
 the store was opened with, and no single wait exceeds ``max_delay``. When the
@@ -57,6 +62,13 @@ class SettlingDestination(Protocol):
     """A destination that can resolve writes left in doubt by a dropped connection."""
 
     def settle(self, folder: Folder) -> None: ...
+
+
+@runtime_checkable
+class FinishingDestination(Protocol):
+    """A destination with work to do once every folder is done (a last check)."""
+
+    def finish_run(self) -> None: ...
 
 
 @dataclass
@@ -133,6 +145,19 @@ def _retrying(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, wha
                 continue
             policy.count()
             break
+
+
+class _NotOpenYet:
+    """Before the first connection there is nothing to drop: trying again is the reconnect."""
+
+    def reconnect(self) -> None:
+        pass
+
+
+def open_retrying(policy: RetryPolicy, reporter: Reporter, what: str, factory: Callable[[], T]) -> T:
+    """Open a store (its first connection) with the same budget and backoff as a reconnect;
+    ``what`` names it for the progress line ("connecting to host")."""
+    return _retrying(policy, reporter, _NotOpenYet(), what, factory)
 
 
 def retry_call(policy: RetryPolicy, reporter: Reporter, store: Reconnectable, what: str,
@@ -301,11 +326,18 @@ class RetryingDestination(_RetryingStore):
                         lambda: self.inner.update_flags(folder, changes))
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
-        self.inner.finish_folder(folder, status, complete)
+        self._do(f"finishing {folder.name!r}",
+                 lambda: self.inner.finish_folder(folder, status, complete))
+
+    def finish_run(self) -> None:
+        """The inner destination's last check (late copies), retried like any call."""
+        if isinstance(self.inner, FinishingDestination):
+            self._do("the last check for late copies", self.inner.finish_run)
 
     def close(self) -> None:
         self.inner.close()
 
 
-__all__ = ["DEFAULT_RETRIES", "DEFAULT_RETRY_DELAY", "Reconnectable", "RetryPolicy",
-           "RetryingDestination", "RetryingSource", "SettlingDestination", "retry_call"]
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_RETRY_DELAY", "FinishingDestination", "Reconnectable",
+           "RetryPolicy", "RetryingDestination", "RetryingSource", "SettlingDestination",
+           "open_retrying", "retry_call"]

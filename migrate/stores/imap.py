@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import socket
 import ssl
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime
@@ -23,7 +24,14 @@ import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from migrate.config.endpoints import Endpoint, PasswordSource
-from migrate.errors import AuthError, ConnectError, FolderError, MessageError, ThrottledError
+from migrate.errors import (
+    AuthError,
+    ConnectError,
+    FolderError,
+    MessageError,
+    SetupError,
+    ThrottledError,
+)
 from migrate.folders import make_folder, special_use_of
 from migrate.model import (
     FlagChange,
@@ -34,6 +42,7 @@ from migrate.model import (
     MessageRef,
     normalise_flags,
 )
+from migrate.stores import imap_io
 
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
 # Largest literal accepted outside a body fetch (folder names, headers): a
@@ -87,9 +96,42 @@ def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=endpoint.cafile)
 
 
+def _untrusted(where: str, exc: ssl.SSLCertVerificationError) -> SetupError:
+    return SetupError(f"TLS certificate of {where} not trusted ({exc.verify_message}); "
+                      "use --cafile for a private CA")
+
+
+def _unreachable(where: str, exc: BaseException) -> ConnectError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = f"cannot connect to {where}: {reason}; check the host name, port and network"
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_NONAME:
+        return SetupError(text)  # no such name: trying again cannot help
+    return ConnectError(text)
+
+
+def login_refusal(exc: LoginError) -> bool:
+    """True when the server refused the login (a tagged NO or BAD), False when the
+    connection dropped under it.
+
+    imapclient raises LoginError for both: it wraps whatever imaplib raised,
+    and imaplib raises ``abort`` for an EOF, a reset or a BYE. A BYE that
+    names [AUTHENTICATIONFAILED] (RFC 5530) is a refusal all the same.
+    """
+    text = str(exc).upper()
+    if "[AUTHENTICATIONFAILED]" in text or "[AUTHORIZATIONFAILED]" in text:
+        return True
+    return not isinstance(exc.__context__, IMAPClientAbortError | OSError)
+
+
 def connect_imap(endpoint: Endpoint, password: PasswordSource,
                  timeout: float = 60.0) -> imapclient.IMAPClient:
-    """Connect, secure and log in, mapping every failure to a typed error."""
+    """Connect, secure and log in, mapping every failure to a typed error.
+
+    A connection that drops anywhere in here (greeting, TLS, CAPABILITY,
+    LOGIN/AUTHENTICATE) is a :class:`ConnectError`, which the retry wrappers
+    retry; only the server's explicit refusal is an :class:`AuthError` (exit 3).
+    ``timeout`` is "no byte moved for that long" (:mod:`migrate.stores.imap_io`).
+    """
     where = f"{endpoint.host}:{endpoint.port}"
     context = tls_context(endpoint) if endpoint.tls != "none" else None
     try:
@@ -98,33 +140,33 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
             ssl_context=context, timeout=timeout,
         )
     except ssl.SSLCertVerificationError as exc:
-        raise ConnectError(
-            f"TLS certificate of {where} not trusted ({exc.verify_message}); "
-            "use --cafile for a private CA"
-        ) from None
+        raise _untrusted(where, exc) from None
     except ssl.SSLError as exc:
         raise ConnectError(f"TLS handshake with {where} failed ({exc.reason}); "
                            "check the port and that the server speaks TLS there") from None
     except (OSError, IMAPClientError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise ConnectError(
-            f"cannot connect to {where}: {reason}; check the host name, port and network"
-        ) from None
+        raise _unreachable(where, exc) from None
     client.normalise_times = False
     try:
+        imap_io.install(client._imap, timeout)
         if endpoint.tls == "starttls":
             if not client.has_capability("STARTTLS"):
                 client.shutdown()
-                raise ConnectError(
+                raise SetupError(
                     f"{where} does not offer STARTTLS; use imaps:// "
                     "(or ?tls=none for a loopback test server)"
                 )
+            client._imap.sock.settimeout(timeout)  # the handshake: one bounded wait
             client.starttls(context)
+            imap_io.install(client._imap, timeout)
         _login(client, endpoint, password)
     except LoginError as exc:
         _quiet_close(client)
         text = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         text = re.sub(r"^b(['\"])(.*)\1$", r"\2", text.strip())  # imapclient's str(bytes)
+        if not login_refusal(exc):
+            raise ConnectError(f"connection to {where} lost during login ({text[:120]})"
+                               ) from None
         if any(code in text.upper() for code in THROTTLE_CODES):
             # A refusal for now, not for these credentials: Dovecot's per-user
             # connection cap answers NO [UNAVAILABLE], providers [LIMIT].
@@ -135,14 +177,21 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
         ) from None
     except ssl.SSLCertVerificationError as exc:
         _quiet_close(client)
-        raise ConnectError(
-            f"TLS certificate of {where} not trusted ({exc.verify_message}); "
-            "use --cafile for a private CA"
-        ) from None
+        raise _untrusted(where, exc) from None
     except (OSError, ssl.SSLError, IMAPClientError) as exc:
         _quiet_close(client)
         raise ConnectError(f"connection to {where} failed during login: {exc}") from None
     return client
+
+
+def capabilities(client: imapclient.IMAPClient, host: str) -> set[str]:
+    """The server's capabilities, upper-case; a drop while asking is a ConnectError."""
+    try:
+        caps = client.capabilities()
+    except (OSError, IMAPClientError) as exc:
+        raise ConnectError(f"connection to {host} lost while reading its capabilities ({exc})"
+                           ) from None
+    return {c.decode().upper() if isinstance(c, bytes) else str(c).upper() for c in caps}
 
 
 def _login(client: imapclient.IMAPClient, endpoint: Endpoint, password: PasswordSource) -> None:
@@ -150,7 +199,8 @@ def _login(client: imapclient.IMAPClient, endpoint: Endpoint, password: Password
 
     A refused token is most often an expired one (a reconnect an hour into a
     run), so the token command runs once more and the login is tried again;
-    a second refusal is a real authentication failure.
+    a second refusal is a real authentication failure. A dropped connection
+    is no refusal: it goes up at once (the token is not marked as refused).
     """
     if not password.is_oauth2 and endpoint.auth == "password":
         client.login(endpoint.user, password.get())
@@ -168,8 +218,8 @@ def _login(client: imapclient.IMAPClient, endpoint: Endpoint, password: Password
             else:
                 client.oauth2_login(endpoint.user, token)
             return
-        except LoginError:
-            if attempt:
+        except LoginError as exc:
+            if attempt or not login_refusal(exc):
                 raise
 
 
@@ -333,8 +383,7 @@ class ImapSource:
         self._timeout = timeout
         self._limit = [LISTING_LITERAL_LIMIT]
         self.client = self._connect()
-        caps = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
-                for c in self.client.capabilities()}
+        caps = capabilities(self.client, endpoint.host)
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
         self._selected: str | None = None
         self._uidvalidity: dict[str, int] = {}
@@ -351,6 +400,7 @@ class ImapSource:
         response may sit in its buffer), so the old client is never reused:
         a new one is made and the next call SELECTs its folder again.
         """
+        imap_io.abort(getattr(self.client._imap, "sock", None))
         _quiet_close(self.client)
         self._selected = None
         self._limit[0] = LISTING_LITERAL_LIMIT

@@ -18,6 +18,17 @@ one commit each way, so a MULTIAPPEND of 200 messages costs two commits.
 safe because a lost ``doubt`` or ``done`` row just makes the next run look
 the message up on the destination before appending it.
 
+A doubt that is *not* found may still land later: the bytes of the old
+APPEND can be on the wire after the process that sent them is gone. So a
+``doubt`` row carries the folder's UIDNEXT before the APPEND (a late copy
+gets a UID at or above it) and when it was sent; a doubt found missing
+becomes a ``reappends`` row, which takes the APPENDUID of the second APPEND
+when it is made, and is checked again later (docs/DESIGN.md, "In-doubt
+APPENDs", and :mod:`migrate.stores.imap_writer`).
+
+Schema 2 added those columns and the ``reappends`` table; a schema-1 file is
+upgraded in place when opened for writing (and read as it is for a dry run).
+
 One state file per job (source + destination). It lives in the platform's
 user state directory (``platformdirs.user_state_dir("mailmigrate")/jobs``) or
 where ``--state`` says; the directory is created 0700 and the file 0600, as
@@ -40,7 +51,7 @@ from migrate.errors import ArchiveError
 from migrate.model import FolderCheckpoint, FolderStatus
 from migrate.stores.lock import ArchiveLock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _CHUNK = 500
 
 _SCHEMA = """
@@ -72,7 +83,41 @@ CREATE TABLE IF NOT EXISTS placements (
 );
 CREATE INDEX IF NOT EXISTS placements_dest ON placements (dest_folder, dest_uidvalidity, dest_uid);
 CREATE INDEX IF NOT EXISTS placements_state ON placements (src_folder, state);
+CREATE TABLE IF NOT EXISTS reappends (
+    src_folder       TEXT NOT NULL,
+    src_key          TEXT NOT NULL,
+    dest_folder      TEXT NOT NULL,
+    dest_uidvalidity INTEGER,
+    uidnext_before   INTEGER,         -- a late copy of the doubted APPEND has a UID >= this
+    doubted_at       REAL NOT NULL,   -- when the doubted APPEND was sent (unix time)
+    settle_by        REAL NOT NULL,   -- a run that re-appended waits for a late copy until then
+    expires_at       REAL NOT NULL,   -- checked until then, then forgotten
+    reappend_uid     INTEGER,         -- APPENDUID of our second APPEND (NULL: not made yet)
+    seen_uidnext     INTEGER,         -- no UID at or above this was there at the last check
+    sha256           TEXT NOT NULL,
+    size             INTEGER NOT NULL,
+    raw_size         INTEGER NOT NULL,
+    ident            TEXT NOT NULL,
+    loose_ident      TEXT,
+    loose_sha        TEXT,
+    size_slack       INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (src_folder, src_key)
+);
+CREATE INDEX IF NOT EXISTS reappends_dest ON reappends (dest_folder);
 """
+
+# Columns schema 2 added to placements (schema-1 files get them on their first write).
+_V2_COLUMNS = (
+    ("dest_uidnext", "INTEGER"),  # the destination folder's UIDNEXT (a lower bound) before APPEND
+    ("sent_at", "REAL"),          # when the APPEND was sent (unix time)
+    ("eta", "REAL"),              # seconds the batch should take at the measured upload rate
+    ("loose_ident", "TEXT"),      # identity that survives a server's header rewrites
+    ("loose_sha", "TEXT"),        # sha256 of the rewrite-tolerant form (formats.rewrites)
+    ("size_slack", "INTEGER NOT NULL DEFAULT 0"),  # bytes a rewrite may drop from the header
+)
+_PLACEMENT_COLUMNS = ("src_key, dest_folder, sha256, size, ident, flags, src_uid, dest_uidvalidity,"
+                      " dest_uid, state, error, raw_size, dest_uidnext, sent_at, eta, loose_ident,"
+                      " loose_sha, size_slack")
 
 
 def default_state_dir() -> Path:
@@ -123,6 +168,40 @@ class Placement:
     dest_uid: int | None = None
     state: str = "doubt"
     error: str | None = None
+    dest_uidnext: int | None = None
+    sent_at: float | None = None
+    eta: float | None = None
+    loose_ident: str | None = None
+    loose_sha: str | None = None
+    size_slack: int = 0
+
+
+@dataclass(frozen=True)
+class Reappend:
+    """A message whose doubted APPEND was not found and is (to be) appended again."""
+
+    src_folder: str
+    src_key: str
+    dest_folder: str
+    dest_uidvalidity: int | None
+    uidnext_before: int | None
+    doubted_at: float
+    settle_by: float
+    expires_at: float
+    sha256: str
+    size: int
+    raw_size: int
+    ident: str
+    loose_ident: str | None = None
+    loose_sha: str | None = None
+    size_slack: int = 0
+    reappend_uid: int | None = None
+    seen_uidnext: int | None = None
+
+
+_REAPPEND_COLUMNS = ("src_folder, src_key, dest_folder, dest_uidvalidity, uidnext_before,"
+                     " doubted_at, settle_by, expires_at, sha256, size, raw_size, ident,"
+                     " loose_ident, loose_sha, size_slack, reappend_uid, seen_uidnext")
 
 
 class JobState:
@@ -132,6 +211,7 @@ class JobState:
                  lock_wait: float = 5.0, readonly: bool = False) -> None:
         self.path = path
         self._lock: ArchiveLock | None = None
+        self._columns = _PLACEMENT_COLUMNS
         if path is None or (readonly and not path.exists()):
             # A dry run with no state yet: nothing is done, and nothing is written.
             self.conn = sqlite3.connect(":memory:", isolation_level=None)
@@ -160,8 +240,10 @@ class JobState:
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('source', ?)", (source_id,))
                 self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('destination', ?)",
                                   (dest_id,))
+                self._upgrade()
             row = self.conn.execute(
                 "SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            self._columns = self._readable_columns()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise ArchiveError(f"state file {path} is unusable ({exc}); move it away to start "
@@ -170,6 +252,25 @@ class JobState:
         if row is None or int(row[0]) > SCHEMA_VERSION:
             self.close()
             raise ArchiveError(f"state file {path} has an unknown schema; use a newer mailmigrate")
+
+    def _upgrade(self) -> None:
+        """Schema 1 -> 2: the columns and table of the in-doubt re-checks (nothing is lost)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(placements)")}
+        missing = [(n, t) for n, t in _V2_COLUMNS if n not in have]
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if not missing and row is not None and int(row[0]) >= SCHEMA_VERSION:
+            return
+        with self._tx() as conn:
+            for name, kind in missing:
+                conn.execute(f"ALTER TABLE placements ADD COLUMN {name} {kind}")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
+                         (str(SCHEMA_VERSION), str(SCHEMA_VERSION)))
+
+    def _readable_columns(self) -> str:
+        """The placement columns to select; NULLs for those a schema-1 file (dry run) lacks."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(placements)")}
+        return ", ".join(c if c in have or c in ("src_key",) else f"NULL AS {c}"
+                         for c in (x.strip() for x in _PLACEMENT_COLUMNS.split(",")))
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -240,19 +341,22 @@ class JobState:
 
     # -- placements ----------------------------------------------------------------
     def done_keys(self, src_folder: str, keys: Sequence[str]) -> set[str]:
+        return self._keys("placements", "state = 'done'", src_folder, keys)
+
+    def _keys(self, table: str, condition: str, src_folder: str, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` with a row in ``table`` meeting ``condition`` (in chunks)."""
         out: set[str] = set()
         for start in range(0, len(keys), _CHUNK):
             chunk = list(keys[start:start + _CHUNK])
             marks = ",".join("?" * len(chunk))
             out.update(r[0] for r in self.conn.execute(
-                f"SELECT src_key FROM placements WHERE src_folder = ? AND state = 'done'"
+                f"SELECT src_key FROM {table} WHERE src_folder = ? AND {condition}"
                 f" AND src_key IN ({marks})", (src_folder, *chunk)))
         return out
 
     def doubts(self, src_folder: str) -> list[Placement]:
         return [self._placement(r) for r in self.conn.execute(
-            "SELECT src_key, dest_folder, sha256, size, ident, flags, src_uid, dest_uidvalidity,"
-            " dest_uid, state, error, raw_size FROM placements WHERE src_folder = ? AND state = 'doubt'",
+            f"SELECT {self._columns} FROM placements WHERE src_folder = ? AND state = 'doubt'",
             (src_folder,))]
 
     def lookup(self, src_folder: str, keys: Sequence[str]) -> dict[str, Placement]:
@@ -261,8 +365,7 @@ class JobState:
             chunk = list(keys[start:start + _CHUNK])
             marks = ",".join("?" * len(chunk))
             for r in self.conn.execute(
-                    "SELECT src_key, dest_folder, sha256, size, ident, flags, src_uid,"
-                    " dest_uidvalidity, dest_uid, state, error, raw_size FROM placements"
+                    f"SELECT {self._columns} FROM placements"
                     f" WHERE src_folder = ? AND src_key IN ({marks})", (src_folder, *chunk)):
                 p = self._placement(r)
                 out[p.src_key] = p
@@ -277,7 +380,13 @@ class JobState:
                          dest_uidvalidity=r[7] if isinstance(r[7], int) else None,
                          dest_uid=r[8] if isinstance(r[8], int) else None,
                          state=str(r[9]), error=str(r[10]) if r[10] is not None else None,
-                         raw_size=int(r[11]))  # type: ignore[call-overload]
+                         raw_size=int(r[11]),  # type: ignore[call-overload]
+                         dest_uidnext=r[12] if isinstance(r[12], int) else None,
+                         sent_at=float(r[13]) if isinstance(r[13], int | float) else None,
+                         eta=float(r[14]) if isinstance(r[14], int | float) else None,
+                         loose_ident=str(r[15]) if r[15] is not None else None,
+                         loose_sha=str(r[16]) if r[16] is not None else None,
+                         size_slack=int(r[17] or 0))  # type: ignore[call-overload]
 
     def claimed_uids(self, dest_folder: str, dest_uidvalidity: int | None) -> set[int]:
         """Destination UIDs this job has placed there (they satisfy no other message)."""
@@ -292,18 +401,27 @@ class JobState:
 
     def record(self, src_folder: str, placements: Iterable[Placement]) -> None:
         """Write rows (any state) in one commit."""
-        now = clock.now().isoformat(timespec="seconds")
-        rows = [(src_folder, p.src_key, p.src_uid, p.state, p.dest_folder, p.dest_uidvalidity,
-                 p.dest_uid, p.sha256, p.size, p.raw_size or p.size, p.ident,
-                 json.dumps(list(p.flags)), p.error, now)
-                for p in placements]
+        rows = list(placements)
         if not rows:
             return
         with self._tx() as conn:
+            self._write(conn, src_folder, rows)
+
+    @staticmethod
+    def _write(conn: sqlite3.Connection, src_folder: str, placements: Iterable[Placement]) -> None:
+        now = clock.now().isoformat(timespec="seconds")
+        rows = [(src_folder, p.src_key, p.src_uid, p.state, p.dest_folder, p.dest_uidvalidity,
+                 p.dest_uid, p.sha256, p.size, p.raw_size or p.size, p.ident,
+                 json.dumps(list(p.flags)), p.error, now, p.dest_uidnext, p.sent_at, p.eta,
+                 p.loose_ident, p.loose_sha, p.size_slack)
+                for p in placements]
+        if rows:
             conn.executemany(
                 "INSERT OR REPLACE INTO placements (src_folder, src_key, src_uid, state,"
                 " dest_folder, dest_uidvalidity, dest_uid, sha256, size, raw_size, ident, flags,"
-                " error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                " error, updated_at, dest_uidnext, sent_at, eta, loose_ident, loose_sha,"
+                " size_slack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows)
 
     def forget(self, src_folder: str, keys: Sequence[str]) -> None:
         """Drop rows of messages that turned out not to be on the destination."""
@@ -312,6 +430,62 @@ class JobState:
         with self._tx() as conn:
             conn.executemany("DELETE FROM placements WHERE src_folder = ? AND src_key = ?",
                              [(src_folder, k) for k in keys])
+
+    # -- re-appends after doubt (see the module docstring) ----------------------------
+    def missed(self, src_folder: str, found: Iterable[Placement], misses: Sequence[Placement],
+               records: Iterable[Reappend]) -> None:
+        """One commit for a settled batch of doubts: the found ones are done, the missing
+        ones are forgotten and (those that may still land) watched as ``records``."""
+        with self._tx() as conn:
+            self._write(conn, src_folder, found)
+            conn.executemany("DELETE FROM placements WHERE src_folder = ? AND src_key = ?",
+                             [(src_folder, p.src_key) for p in misses])
+            conn.executemany(
+                f"INSERT OR REPLACE INTO reappends ({_REAPPEND_COLUMNS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.src_folder, r.src_key, r.dest_folder, r.dest_uidvalidity, r.uidnext_before,
+                  r.doubted_at, r.settle_by, r.expires_at, r.sha256, r.size, r.raw_size, r.ident,
+                  r.loose_ident, r.loose_sha, r.size_slack, r.reappend_uid, r.seen_uidnext)
+                 for r in records])
+
+    def reappends(self, dest_folder: str | None = None) -> list[Reappend]:
+        """Watched re-appends, of one destination folder or all."""
+        where, args = ("WHERE dest_folder = ?", (dest_folder,)) if dest_folder else ("", ())
+        return [Reappend(*r) for r in self.conn.execute(
+            f"SELECT {_REAPPEND_COLUMNS} FROM reappends {where} ORDER BY src_folder, src_key",
+            args)]
+
+    def pending_reappends(self, src_folder: str, keys: Sequence[str]) -> set[str]:
+        """Keys among ``keys`` that are watched and not yet appended a second time."""
+        return self._keys("reappends", "reappend_uid IS NULL", src_folder, keys)
+
+    def done_with_reappends(self, src_folder: str, placements: Sequence[Placement],
+                            reappended: dict[str, int | None], dropped: Sequence[str] = ()) -> None:
+        """The commit after an APPEND: its rows, the UIDs of the second APPENDs among them
+        (``{key: uid}``), and the watch on ``dropped`` keys ended."""
+        with self._tx() as conn:
+            self._write(conn, src_folder, placements)
+            # seen_uidnext is cleared: the late copy may have landed just before ours,
+            # with a lower UID, so the next look starts from uidnext_before again.
+            conn.executemany(
+                "UPDATE reappends SET reappend_uid = ?, seen_uidnext = NULL WHERE src_folder = ?"
+                " AND src_key = ?", [(uid, src_folder, key) for key, uid in reappended.items()])
+            conn.executemany("DELETE FROM reappends WHERE src_folder = ? AND src_key = ?",
+                             [(src_folder, k) for k in dropped])
+
+    def end_watch(self, record: Reappend, placement: Placement | None = None) -> None:
+        """Stop watching ``record``; with ``placement``, the message's row now says where it is."""
+        with self._tx() as conn:
+            if placement is not None:
+                self._write(conn, record.src_folder, [placement])
+            conn.execute("DELETE FROM reappends WHERE src_folder = ? AND src_key = ?",
+                         (record.src_folder, record.src_key))
+
+    def watched_up_to(self, records: Iterable[Reappend], uidnext: int) -> None:
+        """No copy at or above these records' last look up to ``uidnext``: skip it next time."""
+        with self._tx() as conn:
+            conn.executemany("UPDATE reappends SET seen_uidnext = ? WHERE src_folder = ? AND"
+                             " src_key = ?", [(uidnext, r.src_folder, r.src_key) for r in records])
 
     def set_flags(self, src_folder: str, flags_by_key: dict[str, tuple[str, ...]]) -> None:
         if not flags_by_key:
@@ -322,4 +496,4 @@ class JobState:
                 [(json.dumps(list(f)), src_folder, k) for k, f in flags_by_key.items()])
 
 
-__all__ = ["JobState", "Placement", "default_state_dir", "job_path"]
+__all__ = ["JobState", "Placement", "Reappend", "default_state_dir", "job_path"]

@@ -17,7 +17,17 @@ Exactly once without a transaction that spans the server and us (see
   holds the same message twice gets it twice;
 - per-message refusals (over quota, too big, rejected) are recorded and
   reported by folder and message; the run goes on and ends with exit 1.
-  Keywords the destination refuses are dropped and reported, never fatal.
+  Keywords the destination refuses are dropped and reported, never fatal;
+- APPENDs in batches bounded by bytes, sized from the measured upload rate so
+  that a slow uplink is answered every few seconds, each batch with its own
+  doubt/done commits (at most one batch is ever in doubt);
+- the re-check of messages appended again after an unresolved doubt: an old
+  APPEND that lands late leaves two copies, and the one this tool provably
+  made (its own APPENDUID, identical bytes) is removed (docs/DESIGN.md,
+  "In-doubt APPENDs");
+- servers that rewrite what they store (8-bit header bytes, see
+  :mod:`migrate.formats.rewrites`): a message is recognised by its
+  rewrite-tolerant form too, so a rerun never appends it a second time.
 
 Content is compared in the IMAP wire form (CRLF line ends; a NUL as
 Dovecot stores it), because servers normalise bare LFs on output: a message
@@ -30,29 +40,34 @@ import contextlib
 import hashlib
 import imaplib
 import re
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError
 
+from migrate import clock
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.config.profiles import Profile, folder_hints
 from migrate.config.run_defaults import preset_of
 from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledError
 from migrate.folder_map import FolderMapper, MapRule, Target
+from migrate.formats import rewrites
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
+from migrate.stores import imap_io
 from migrate.stores.imap import (
     REPLY_SHAPE_ERRORS,
     THROTTLE_CODES,
+    capabilities,
     connect_imap,
     list_imap_folders,
     personal_namespace,
     prefix_from_listing,
 )
-from migrate.stores.imap_state import JobState, Placement
+from migrate.stores.imap_state import JobState, Placement, Reappend
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
@@ -63,6 +78,19 @@ SYSTEM_FLAGS = frozenset({"\\seen", "\\answered", "\\flagged", "\\deleted", "\\d
 SIG_HEADERS = ("date", "from", "to", "subject")
 IDENT_FIELDS = "MESSAGE-ID DATE FROM TO SUBJECT"
 HASH_FETCH_BYTES = 8 * 1024 * 1024
+# One APPEND (MULTIAPPEND) carries at most this much, and aims to be answered
+# within a quarter of --timeout at the upload rate measured so far.
+APPEND_BATCH_BYTES = 8 * 1024 * 1024
+FIRST_APPEND_BYTES = 256 * 1024  # before any rate is known
+MIN_APPEND_BYTES = 64 * 1024
+# Before the first answer tells the upload rate, an APPEND is given the time it needs
+# at this rate (a slow DSL uplink) before its silence counts: its bytes may sit in a
+# middlebox that acknowledges early, where no progress can be seen.
+FLOOR_RATE = 50 * 1024
+# How long a message appended again after an unresolved doubt is watched for a
+# late first copy (docs/DESIGN.md, "In-doubt APPENDs": four times Linux's
+# tcp_retries2 give-up time of ~15 minutes).
+REAPPEND_WATCH = 3600.0
 
 
 # -- message identity -------------------------------------------------------------
@@ -109,6 +137,21 @@ def identity(raw: bytes) -> str:
         return "id:" + msgid
     sig = "\0".join(fields.get(h, "") for h in SIG_HEADERS)
     return "sig:" + hashlib.sha256(sig.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def loose_identity(raw: bytes) -> str:
+    """:func:`identity` of the rewrite-tolerant header (see :mod:`migrate.formats.rewrites`)."""
+    fields = header_fields(raw, ("message-id", *SIG_HEADERS))
+    msgid = fields.get("message-id", "")
+    if msgid:
+        return "id:" + rewrites.loosen(msgid)
+    sig = "\0".join(rewrites.loosen(fields.get(h, "")) for h in SIG_HEADERS)
+    return "sig:" + hashlib.sha256(sig.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def loose_hash(raw: bytes) -> str:
+    """sha256 of the rewrite-tolerant wire form: equal for a message and a server's rewrite."""
+    return rewrites.loose_hash(wire_form(raw))
 
 
 def describe(raw: bytes) -> str:
@@ -173,9 +216,39 @@ class _Item:
     size: int
     ident: str
     flags: tuple[str, ...]
+    loose_ident: str = ""
+    loose_sha: str = ""
+    slack: int = 0
     result_uid: int | None = None
     error: str | None = None
     dropped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Want:
+    """What identifies one message on the destination (from the source, or a state row)."""
+
+    ident: str
+    sha: str
+    sizes: frozenset[int]
+    loose_ident: str | None = None
+    loose_sha: str | None = None
+    slack: int = 0
+
+    @classmethod
+    def of(cls, row: Placement | Reappend) -> _Want:
+        loose_ident = row.loose_ident
+        if loose_ident is None and row.ident.startswith("id:"):
+            loose_ident = "id:" + rewrites.loosen(row.ident[3:])  # a schema-1 row
+        return cls(row.ident, row.sha256, frozenset({row.size, row.raw_size or row.size}),
+                   loose_ident, row.loose_sha, row.size_slack)
+
+    def size_ok(self, size: int) -> bool:
+        top = max(self.sizes)
+        return size in self.sizes or top - self.slack <= size <= top
+
+    def same(self, sha: str, loose: str) -> bool:
+        return sha == self.sha or (self.loose_sha is not None and loose == self.loose_sha)
 
 
 @dataclass
@@ -184,14 +257,27 @@ class _DestIndex:
 
     uidvalidity: int | None
     by_ident: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
-    hashes: dict[int, str] = field(default_factory=dict)
+    by_loose: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    hashes: dict[int, tuple[str, str]] = field(default_factory=dict)  # uid: (sha256, loose)
+    flags: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    claimed: set[int] = field(default_factory=set)
 
-    def candidates(self, ident: str, sizes: set[int]) -> list[int]:
-        return [uid for uid, size in self.by_ident.get(ident, ()) if size in sizes]
+    def add(self, uid: int, size: int, header: bytes) -> None:
+        self.by_ident.setdefault(identity(header), []).append((uid, size))
+        self.by_loose.setdefault(loose_identity(header), []).append((uid, size))
 
-    def claim(self, ident: str, uid: int) -> None:
-        entries = self.by_ident.get(ident, [])
-        self.by_ident[ident] = [e for e in entries if e[0] != uid]
+    def candidates(self, want: _Want) -> list[int]:
+        entries = list(self.by_ident.get(want.ident, ()))
+        if want.loose_ident is not None:
+            entries += self.by_loose.get(want.loose_ident, ())
+        return sorted({uid for uid, size in entries
+                       if uid not in self.claimed and want.size_ok(size)})
+
+    def sizes(self) -> dict[int, int]:
+        return {uid: size for entries in self.by_ident.values() for uid, size in entries}
+
+    def claim(self, uid: int) -> None:
+        self.claimed.add(uid)
 
 
 class ImapDestination:
@@ -218,16 +304,20 @@ class ImapDestination:
         self._password = password
         self._timeout = timeout
         self.client = connect_imap(endpoint, password, timeout)
-        caps = {c.decode().upper() if isinstance(c, bytes) else str(c).upper()
-                for c in self.client.capabilities()}
+        try:
+            caps = capabilities(self.client, endpoint.host)
+            self.delimiter, ns_prefix = self._namespace()
+            self.dest_folders = list_imap_folders(self.client, endpoint.host, ns_prefix, ask=False)
+        except BaseException:
+            self.close()  # the retry wrapper opens a fresh one: leave no socket behind
+            raise
         self.can_multiappend = "MULTIAPPEND" in caps
+        self.uidplus = "UIDPLUS" in caps
         self.appendlimit: int | None = None
         for cap in caps:
             if cap.startswith("APPENDLIMIT="):
                 with contextlib.suppress(ValueError):
                     self.appendlimit = int(cap.split("=", 1)[1])
-        self.delimiter, ns_prefix = self._namespace()
-        self.dest_folders = list_imap_folders(self.client, endpoint.host, ns_prefix, ask=False)
         # A \Noselect placeholder (the "A" Dovecot lists for "A/B") holds no mail and
         # takes none: it counts as missing, so mail for it CREATEs it for real.
         self._existing = {self._fold(f.server_name) for f in self.dest_folders if f.selectable}
@@ -245,19 +335,27 @@ class ImapDestination:
         self.keywords_dropped: list[dict[str, str]] = []
         self.found_existing = 0
         self.resolved_doubts = 0
+        self.late_removed: list[dict[str, str]] = []  # our second copies, removed
+        self.duplicates_left: list[dict[str, str]] = []  # two copies we may not resolve
         self._created_now: set[str] = set()
         self._index: dict[str, _DestIndex] = {}
         self._uidvalidity: dict[str, int | None] = {}
+        self._uidnext: dict[str, int] = {}  # a lower bound of each folder's UIDNEXT
         self._permanent: dict[str, frozenset[str] | None] = {}
         self._selected: str | None = None
+        self._rate: float | None = None  # upload bytes per second, measured over APPENDs
+        self._reappended_now: set[tuple[str, str]] = set()  # (folder, key) appended again
 
     # -- reconnecting (see migrate.engine.retry) ------------------------------------------------
     def reconnect(self) -> None:
         """A fresh connection after a drop; every per-connection cache is forgotten.
 
         The folder indexes go too: an APPEND cut mid-flight may have landed,
-        and only a fresh listing can tell (:meth:`settle`).
+        and only a fresh listing can tell (:meth:`settle`). The old connection
+        is reset, not closed: what our kernel still had queued of it is
+        dropped instead of reaching the server after the re-check.
         """
+        imap_io.abort(getattr(getattr(self.client, "_imap", None), "sock", None))
         with contextlib.suppress(Exception):
             self.client.shutdown()
         self._selected = None
@@ -308,8 +406,22 @@ class ImapDestination:
             self.plan([folder])
         return self.targets[folder.name]
 
-    def _guard(self, what: str) -> ConnectError:
-        return ConnectError(f"connection to {self.endpoint.host} lost while {what}; "
+    @contextlib.contextmanager
+    def _talking(self, what: str, refused: str) -> Iterator[None]:
+        """Map a command's failures: a drop is a lost connection (retried), a NO/BAD is
+        ``refused`` plus the server's words (that folder or message fails alone)."""
+        try:
+            yield
+        except IMAPClientAbortError:
+            raise self._guard(what) from None
+        except IMAPClientError as exc:
+            raise MessageError(f"{refused}: {exc}") from None
+        except OSError:
+            raise self._guard(what) from None
+
+    def _guard(self, what: str, exc: BaseException | None = None) -> ConnectError:
+        reason = f" ({str(exc)[:160]})" if exc is not None and str(exc) else ""
+        return ConnectError(f"connection to {self.endpoint.host} lost while {what}{reason}; "
                             "run the same command again to resume")
 
     # -- folders -----------------------------------------------------------------------
@@ -374,6 +486,9 @@ class ImapDestination:
         uv = info.get(b"UIDVALIDITY")
         if uv is not None:
             self._uidvalidity[server_name] = int(uv)
+        nxt = info.get(b"UIDNEXT")
+        if nxt is not None:
+            self._uidnext[server_name] = max(self._uidnext.get(server_name, 0), int(nxt))
 
     # -- finding messages already there ----------------------------------------------
     def _index_for(self, server_name: str) -> _DestIndex:
@@ -388,26 +503,28 @@ class ImapDestination:
         self._select(server_name)
         uv = self._uidvalidity.get(server_name)
         index.uidvalidity = uv
-        try:
-            uids = self.client.search(["ALL"])
-            claimed = self.state.claimed_uids(server_name, uv)
-            todo = sorted(u for u in uids if u not in claimed)
-            for start in range(0, len(todo), 1000):
-                data = self.client.fetch(todo[start:start + 1000],
+        uids = self._search(server_name, ["ALL"])
+        claimed = self.state.claimed_uids(server_name, uv)
+        self._scan(server_name, index, [u for u in uids if u not in claimed])
+        return index
+
+    def _search(self, server_name: str, criteria: list[Any]) -> list[int]:
+        self._select(server_name)
+        with self._talking(f"listing {server_name!r}",
+                           f"cannot list folder {server_name!r} on the destination"):
+            return sorted(set(self.client.search(criteria)))
+
+    def _scan(self, server_name: str, index: _DestIndex, uids: Sequence[int]) -> None:
+        """Sizes and identity headers of ``uids`` into ``index``."""
+        with self._talking(f"listing {server_name!r}",
+                           f"cannot list folder {server_name!r} on the destination"):
+            for start in range(0, len(uids), 1000):
+                data = self.client.fetch(list(uids[start:start + 1000]),
                                          ["RFC822.SIZE", f"BODY.PEEK[HEADER.FIELDS ({IDENT_FIELDS})]"])
                 for uid, item in data.items():
                     header = next((v for k, v in item.items()
                                    if isinstance(k, bytes) and k.startswith(b"BODY[HEADER")), b"")
-                    size = int(item.get(b"RFC822.SIZE", 0))
-                    index.by_ident.setdefault(identity(bytes(header or b"")), []).append((uid, size))
-        except IMAPClientAbortError:
-            raise self._guard(f"listing {server_name!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot list folder {server_name!r} on the destination: {exc}"
-                               ) from None
-        except OSError:
-            raise self._guard(f"listing {server_name!r}") from None
-        return index
+                    index.add(uid, int(item.get(b"RFC822.SIZE", 0)), bytes(header or b""))
 
     def _hashes(self, server_name: str, index: _DestIndex, uids: Iterable[int]) -> None:
         """Fetch and hash candidate messages (bounded batches), caching the results."""
@@ -415,62 +532,255 @@ class ImapDestination:
         if not todo:
             return
         self._select(server_name)
-        sizes = {uid: size for entries in index.by_ident.values() for uid, size in entries}
+        sizes = index.sizes()
         batch: list[int] = []
         total = 0
         for uid in [*todo, -1]:
             if uid < 0 or (batch and total + sizes.get(uid, 0) > HASH_FETCH_BYTES):
-                try:
-                    data = self.client.fetch(batch, ["BODY.PEEK[]"])
-                except IMAPClientAbortError:
-                    raise self._guard(f"reading {server_name!r}") from None
-                except OSError:
-                    raise self._guard(f"reading {server_name!r}") from None
+                with self._talking(f"reading {server_name!r}",
+                                   f"cannot read folder {server_name!r} on the destination"):
+                    data = self.client.fetch(batch, ["BODY.PEEK[]", "FLAGS"])
                 for got, item in data.items():
                     body = item.get(b"BODY[]")
                     if body is not None:
-                        index.hashes[got] = content_hash(bytes(body))
+                        wire = wire_form(bytes(body))
+                        index.hashes[got] = (hashlib.sha256(wire).hexdigest(),
+                                             rewrites.loose_hash(wire))
+                        index.flags[got] = tuple(
+                            f.decode() if isinstance(f, bytes) else str(f)
+                            for f in item.get(b"FLAGS", ()))
                 batch, total = [], 0
             if uid >= 0:
                 batch.append(uid)
                 total += sizes.get(uid, 0)
 
     def _match(self, server_name: str, index: _DestIndex,
-               wanted: Sequence[tuple[str, set[int], str]]) -> list[int | None]:
-        """For each (identity, sizes, sha256): an unclaimed destination UID holding it, or None."""
-        cands = [index.candidates(ident, sizes) for ident, sizes, _ in wanted]
+               wanted: Sequence[_Want]) -> list[int | None]:
+        """For each wanted message: an unclaimed destination UID holding it, or None."""
+        cands = [index.candidates(w) for w in wanted]
         if not any(cands):
             return [None] * len(wanted)
         self._hashes(server_name, index, (u for c in cands for u in c))
         out: list[int | None] = []
-        taken: set[int] = set()
-        for (ident, _, sha), cand in zip(wanted, cands, strict=True):
-            uid = next((u for u in cand if u not in taken and index.hashes.get(u) == sha), None)
+        for want, cand in zip(wanted, cands, strict=True):
+            uid = next((u for u in cand if u not in index.claimed and u in index.hashes
+                        and want.same(*index.hashes[u])), None)
             if uid is not None:
-                taken.add(uid)
-                index.claim(ident, uid)
+                index.claim(uid)
             out.append(uid)
         return out
 
     def _resolve_doubts(self, src_folder: str) -> None:
-        """Settle APPENDs a killed run left unrecorded: found on the destination, or not sent."""
+        """Settle APPENDs a killed run or a dropped connection left unrecorded.
+
+        Found on the destination: done. Not found: not appended, *so far*;
+        the old APPEND's bytes may still be on their way, so each such
+        message is watched (a ``reappends`` row) until :data:`REAPPEND_WATCH`
+        has passed since it was sent, and :meth:`_check_late` removes our own
+        second copy should the first one land after all.
+        """
         doubts = self.state.doubts(src_folder)
         by_dest: dict[str, list[Placement]] = {}
         for p in doubts:
             by_dest.setdefault(p.dest_folder, []).append(p)
+        now = clock.now().timestamp()
         for server_name, rows in by_dest.items():
             if self._fold(server_name) not in self._existing:
                 self.state.forget(src_folder, [p.src_key for p in rows])
                 continue
             index = self._index_for(server_name)
-            uids = self._match(server_name, index,
-                               [(p.ident, {p.size, p.raw_size}, p.sha256) for p in rows])
+            uids = self._match(server_name, index, [_Want.of(p) for p in rows])
             found = [replace(p, state="done", dest_uid=uid, dest_uidvalidity=index.uidvalidity)
                      for p, uid in zip(rows, uids, strict=True) if uid is not None]
-            self.state.record(src_folder, found)
-            self.state.forget(src_folder, [p.src_key for p, uid in zip(rows, uids, strict=True)
-                                           if uid is None])
+            misses = [p for p, uid in zip(rows, uids, strict=True) if uid is None]
+            records = [self._watch_record(src_folder, p, index.uidvalidity, now) for p in misses
+                       if (p.sent_at or now) + REAPPEND_WATCH > now
+                       and (p.dest_uidvalidity is None or p.dest_uidvalidity == index.uidvalidity)]
+            self.state.missed(src_folder, found, misses, records)
             self.resolved_doubts += len(rows)
+
+    def _watch_record(self, src_folder: str, p: Placement, uidvalidity: int | None,
+                      now: float) -> Reappend:
+        """The watch on a doubted message found missing (see :meth:`_resolve_doubts`).
+
+        ``settle_by``: a run that appends it again waits at its end until the
+        old APPEND, had it still been moving, would have arrived: its
+        expected duration at the rate measured then (or one ``--timeout``
+        when none was), plus one ``--timeout`` of silence the link was
+        allowed without being called dead.
+        """
+        sent = p.sent_at if p.sent_at is not None else now
+        eta = p.eta if p.eta is not None else self._timeout
+        return Reappend(src_folder=src_folder, src_key=p.src_key, dest_folder=p.dest_folder,
+                        dest_uidvalidity=uidvalidity, uidnext_before=p.dest_uidnext,
+                        doubted_at=sent, settle_by=min(sent + eta + self._timeout,
+                                                       sent + REAPPEND_WATCH),
+                        expires_at=sent + REAPPEND_WATCH, sha256=p.sha256, size=p.size,
+                        raw_size=p.raw_size, ident=p.ident, loose_ident=p.loose_ident,
+                        loose_sha=p.loose_sha, size_slack=p.size_slack)
+
+    # -- a late first copy of a message appended again --------------------------------
+    def _check_late(self, server_name: str) -> None:
+        """Look for late first copies of re-appended messages in one destination folder.
+
+        Costs one ``UID SEARCH UID n:*`` when nothing arrived since the last
+        look; otherwise the new, unclaimed messages are listed and compared.
+        When a copy with the same identity and content has appeared, the
+        copy to remove is the one this tool provably made: its APPENDUID is
+        recorded, and its bytes as the server holds them must equal the late
+        copy's byte for byte. It goes with ``UID STORE +FLAGS (\\Deleted)`` and
+        ``UID EXPUNGE`` of that one UID (UIDPLUS), never a plain EXPUNGE;
+        the late copy stays and the state points at it. Anything less
+        certain is reported as a duplicate (exit 1) and left alone.
+        """
+        records = self.state.reappends(server_name)
+        if not records or self.dry_run:
+            return
+        now = clock.now().timestamp()
+        if self._fold(server_name) not in self._existing:
+            for r in records:
+                self.state.end_watch(r)
+            return
+        self._select(server_name)
+        uv = self._uidvalidity.get(server_name)
+        live: list[Reappend] = []
+        for r in records:
+            if r.dest_uidvalidity is not None and uv is not None and r.dest_uidvalidity != uv:
+                self.state.end_watch(r)  # the folder was made anew: its old UIDs mean nothing
+            else:
+                live.append(r)
+        if not live:
+            return
+        seen = min(r.seen_uidnext or r.uidnext_before or 1 for r in live)
+        arrived = [u for u in self._search(server_name, ["UID", f"{seen}:*"]) if u >= seen]
+        fresh = [r for r in live if arrived and (r.seen_uidnext is None
+                                                 or max(arrived) >= r.seen_uidnext)]
+        settled: set[str] = set()
+        if fresh:
+            low = min(r.uidnext_before or 1 for r in fresh)
+            uids = [u for u in self._search(server_name, ["UID", f"{low}:*"]) if u >= low]
+            claimed = self.state.claimed_uids(server_name, uv)
+            index = _DestIndex(uidvalidity=uv)
+            self._scan(server_name, index, [u for u in uids if u not in claimed])
+            settled = {r.src_key for r in fresh if self._settle_late(server_name, index, r, uv)}
+            self.state.watched_up_to([r for r in fresh if r.src_key not in settled],
+                                     max(uids, default=seen - 1) + 1)
+        for r in live:
+            if r.expires_at <= now and r.src_key not in settled:
+                self.state.end_watch(r)  # past its window, and looked at a last time above
+
+    def _settle_late(self, server_name: str, index: _DestIndex, r: Reappend,
+                     uv: int | None) -> bool:
+        """One watched message against the folder's unclaimed copies; True when settled."""
+        want = _Want.of(r)
+        cands = [u for u in index.candidates(want) if u != r.reappend_uid]
+        if not cands:
+            return False
+        self._hashes(server_name, index, cands)
+        copies = [u for u in cands if u in index.hashes and want.same(*index.hashes[u])]
+        if not copies:
+            return False
+        late = copies[0]
+        p = self.state.lookup(r.src_folder, [r.src_key]).get(r.src_key)
+        folder = r.src_folder
+        if p is not None and p.state == "doubt":
+            return False  # its second APPEND is in doubt itself: settled first, next time
+        if p is None or p.state != "done":
+            # Not appended a second time (yet): the late copy is the message.
+            placed = Placement(src_key=r.src_key, dest_folder=server_name, sha256=r.sha256,
+                               size=r.size, raw_size=r.raw_size, ident=r.ident,
+                               flags=index.flags.get(late, ()), src_uid=p.src_uid if p else None,
+                               dest_uidvalidity=uv, dest_uid=late, state="done",
+                               loose_ident=r.loose_ident, loose_sha=r.loose_sha,
+                               size_slack=r.size_slack)
+            self.state.end_watch(r, placed)
+            index.claim(late)
+            return True
+        if r.reappend_uid is None or p.dest_uid != r.reappend_uid:
+            if p.dest_uid is None and len(copies) < 2:
+                return False  # no UIDPLUS: our own second copy is among the unclaimed ones
+            why = ("this server gave no APPENDUID to tell which copy mailmigrate made"
+                   if p.dest_uid is None else "the copy recorded for it is not the one "
+                   "mailmigrate appended again, so which copy is ours cannot be proven")
+            self._duplicate(folder, server_name, late, "the earlier, interrupted APPEND landed "
+                            f"after this message was appended again; {why}")
+            self.state.end_watch(r)
+            return True
+        ours = r.reappend_uid
+        same, ours_flags = self._same_bytes(server_name, ours, late)
+        if same is None:  # our copy is gone (moved or deleted by the user): keep theirs
+            self.state.end_watch(r, replace(p, dest_uid=late, dest_uidvalidity=uv))
+        elif not same or not self.uidplus:
+            why = ("the server holds the two copies with different bytes" if not same
+                   else "this server has no UIDPLUS (UID EXPUNGE), so it cannot remove just one")
+            self._duplicate(folder, server_name, late, f"an earlier, interrupted APPEND landed late;"
+                            f" {why}")
+            self.state.end_watch(r)
+        else:
+            self._remove_ours(server_name, ours, late, ours_flags)
+            self.state.end_watch(r, replace(p, dest_uid=late, dest_uidvalidity=uv))
+            self.late_removed.append({"folder": folder, "key": r.src_key,
+                                      "removed_uid": str(ours), "kept_uid": str(late)})
+            self.reporter.warn(f"{folder}: an APPEND interrupted earlier landed late (UID {late}); "
+                               f"removed the second copy mailmigrate had made (UID {ours})")
+        index.claim(late)
+        return True
+
+    def _same_bytes(self, server_name: str, ours: int,
+                    late: int) -> tuple[bool | None, tuple[str, ...]]:
+        """(do the two UIDs hold the same bytes, None if ours is gone; our copy's flags)."""
+        with self._talking(f"reading {server_name!r}",
+                           f"cannot read folder {server_name!r} on the destination"):
+            data = self.client.fetch([ours, late], ["BODY.PEEK[]", "FLAGS"])
+        mine, theirs = data.get(ours, {}).get(b"BODY[]"), data.get(late, {}).get(b"BODY[]")
+        if mine is None:
+            return None, ()
+        flags = tuple(f.decode() if isinstance(f, bytes) else str(f)
+                      for f in data[ours].get(b"FLAGS", ()))
+        return theirs is not None and bytes(mine) == bytes(theirs), flags
+
+    def _remove_ours(self, server_name: str, ours: int, late: int, flags: tuple[str, ...]) -> None:
+        """Our flags onto the copy that stays, then \\Deleted + UID EXPUNGE of our UID alone."""
+        keep = [f for f in flags if f.lower() not in ("\\deleted", "\\recent")]
+        with self._talking(f"removing a second copy in {server_name!r}",
+                           f"cannot remove the second copy (UID {ours}) in {server_name!r}"):
+            if keep:
+                self.client.add_flags([late], keep, silent=True)
+            self.client.add_flags([ours], ["\\Deleted"], silent=True)
+            self.client.uid_expunge([ours])
+
+    def _duplicate(self, folder: str, server_name: str, uid: int, why: str) -> None:
+        entry = {"folder": folder, "destination": server_name, "uid": str(uid), "why": why}
+        self.duplicates_left.append(entry)
+        self.reporter.warn(f"{folder}: a message is twice in {server_name!r} (one of them UID "
+                           f"{uid}): {why}; remove one copy by hand")
+
+    def finish_run(self) -> None:
+        """The end-of-run look for late first copies, in every watched folder.
+
+        When this run appended a watched message again and its old APPEND
+        might still be on the way (``settle_by``), wait for that first, with
+        one cheap look per folder and second, then look a last time.
+        """
+        if self.dry_run:
+            return
+
+        def ours() -> list[Reappend]:
+            return [r for r in self.state.reappends()
+                    if (r.src_folder, r.src_key) in self._reappended_now]
+
+        now = clock.now().timestamp()
+        wait = max((r.settle_by - now for r in ours()), default=0.0)
+        if wait > 0:
+            self.reporter.warn(f"waiting up to {wait:.0f} s for APPENDs interrupted earlier to "
+                               "land, so that no message is left twice")
+            deadline = time.monotonic() + wait
+            while (mine := ours()) and time.monotonic() < deadline:
+                for name in sorted({r.dest_folder for r in mine}):
+                    self._check_late(name)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        for name in sorted({r.dest_folder for r in self.state.reappends()}):
+            self._check_late(name)
 
     # -- DestinationStore ---------------------------------------------------------------
     def checkpoint(self, folder: Folder, status: FolderStatus) -> FolderCheckpoint:
@@ -479,10 +789,13 @@ class ImapDestination:
             return FolderCheckpoint()  # a \Noselect parent: its children's CREATE makes it
         self._ensure_folder(target)
         cp = self.state.checkpoint(folder.name, target.server_name, status)
-        if self.dry_run or not self.state.doubts(folder.name):
+        if self.dry_run:
             return cp
-        self._resolve_doubts(folder.name)
-        return self.state.checkpoint(folder.name, target.server_name, status)
+        if self.state.doubts(folder.name):
+            self._resolve_doubts(folder.name)
+            cp = self.state.checkpoint(folder.name, target.server_name, status)
+        self._check_late(target.server_name)
+        return cp
 
     def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
         done = self.state.done_keys(folder.name, [r.key for r in refs])
@@ -505,6 +818,13 @@ class ImapDestination:
                 keep.append(flag)
         return tuple(sorted(set(keep))), tuple(dropped)
 
+    def _item(self, dest: str, msg: Message) -> _Item:
+        wire = wire_form(msg.raw)
+        flags, dropped = self._flags_for(dest, msg.flags)
+        return _Item(msg, hashlib.sha256(wire).hexdigest(), len(wire), identity(msg.raw), flags,
+                     loose_ident=loose_identity(msg.raw), loose_sha=rewrites.loose_hash(wire),
+                     slack=rewrites.header_slack(wire), dropped=dropped)
+
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
         if not messages or self.dry_run:
             return 0
@@ -514,14 +834,13 @@ class ImapDestination:
         if dest not in self._permanent:
             self._select(dest)
         uv = index.uidvalidity
-        items: list[_Item] = []
-        for msg in messages:
-            wire = wire_form(msg.raw)
-            flags, dropped = self._flags_for(dest, msg.flags)
-            items.append(_Item(msg, hashlib.sha256(wire).hexdigest(), len(wire), identity(msg.raw),
-                               flags, dropped=dropped))
-        # 1. Already on the destination (an earlier tool, a manual copy): claim, do not append.
-        found = self._match(dest, index, [(it.ident, {it.size, it.msg.size}, it.sha) for it in items])
+        items = [self._item(dest, msg) for msg in messages]
+        watched = self.state.pending_reappends(folder.name, [it.msg.key for it in items])
+        # 1. Already on the destination (an earlier tool, a manual copy, an APPEND of an
+        #    earlier run that landed late): claim, do not append.
+        found = self._match(dest, index, [
+            _Want(it.ident, it.sha, frozenset({it.size, it.msg.size}), it.loose_ident,
+                  it.loose_sha, it.slack) for it in items])
         done: list[Placement] = []
         todo: list[_Item] = []
         for it, uid in zip(items, found, strict=True):
@@ -534,36 +853,79 @@ class ImapDestination:
                 todo.append(it)
             else:
                 todo.append(it)
-        sendable = [it for it in todo if it.error is None]
-        # 2. In doubt, durably, before the server sees a byte.
-        self.state.record(folder.name, [*done, *(self._placement(it, dest, uv, "doubt")
-                                                 for it in sendable)])
-        # 3. APPEND, then 4. done (or failed) in one commit.
-        self._append(dest, sendable)
-        uv = self._uidvalidity.get(dest, uv)
-        after: list[Placement] = []
-        for it in todo:
-            if it.error is not None:
-                self._fail(folder, it)
-                after.append(self._placement(it, dest, uv, "failed"))
-            else:
-                if it.dropped:
-                    self._report_dropped(folder, it)
-                after.append(self._placement(it, dest, uv, "done", it.result_uid))
-        self.state.record(folder.name, after)
-        quota = [it for it in todo if (it.error or "").startswith("over quota")]
-        if quota:
-            # Every further APPEND would be refused too: stop clearly, keep what is done.
-            raise QuotaError(f"{self.endpoint.host} is over quota: {len(quota)} messages of "
-                             f"{folder.name!r} refused ({(quota[0].error or '')[:160]}); free space "
-                             "or raise the quota, then run the same command again")
-        return sum(1 for it in todo if it.error is None)
+        too_big = [it for it in todo if it.error is not None]
+        for it in too_big:
+            self._fail(folder, it)
+        if done or too_big:
+            self.state.done_with_reappends(
+                folder.name, [*done, *(self._placement(it, dest, uv, "failed") for it in too_big)],
+                {}, [p.src_key for p in done if p.src_key in watched])
+        added = 0
+        for batch in self._append_batches([it for it in todo if it.error is None]):
+            # 2. In doubt, durably, before the server sees a byte; with what a late
+            #    copy would look like (its UID can only be at or above UIDNEXT now).
+            sent_at = clock.now().timestamp()
+            eta = sum(it.size for it in batch) / self._rate if self._rate else None
+            self.state.record(folder.name, [
+                self._placement(it, dest, uv, "doubt", uidnext=self._uidnext.get(dest),
+                                sent_at=sent_at, eta=eta) for it in batch])
+            # 3. APPEND, then 4. done (or failed) in one commit.
+            self._append(dest, batch)
+            uv = self._uidvalidity.get(dest, uv)
+            after: list[Placement] = []
+            for it in batch:
+                if it.error is not None:
+                    self._fail(folder, it)
+                    after.append(self._placement(it, dest, uv, "failed"))
+                else:
+                    if it.dropped:
+                        self._report_dropped(folder, it)
+                    after.append(self._placement(it, dest, uv, "done", it.result_uid))
+                    added += 1
+            again = {it.msg.key: it.result_uid for it in batch
+                     if it.error is None and it.msg.key in watched}
+            self.state.done_with_reappends(folder.name, after, again)
+            self._reappended_now.update((folder.name, key) for key in again)
+            quota = [it for it in batch if (it.error or "").startswith("over quota")]
+            if quota:
+                # Every further APPEND would be refused too: stop clearly, keep what is done.
+                raise QuotaError(f"{self.endpoint.host} is over quota: {len(quota)} messages of "
+                                 f"{folder.name!r} refused ({(quota[0].error or '')[:160]}); free "
+                                 "space or raise the quota, then run the same command again")
+        return added
+
+    def _append_batches(self, items: Sequence[_Item]) -> Iterable[list[_Item]]:
+        """Consecutive batches no larger than what the link carries in a quarter of
+        ``--timeout`` at the measured rate (one message alone when it is larger)."""
+        batch: list[_Item] = []
+        total = 0
+        for it in items:
+            if batch and total + it.size > self._append_budget():
+                yield batch
+                batch, total = [], 0
+            batch.append(it)
+            total += it.size
+        if batch:
+            yield batch
+
+    def _append_budget(self) -> int:
+        if self._rate is None:
+            return FIRST_APPEND_BYTES
+        target = max(1.0, self._timeout / 4)
+        return int(min(APPEND_BATCH_BYTES, max(MIN_APPEND_BYTES, self._rate * target)))
+
+    def _measured(self, nbytes: int, seconds: float) -> None:
+        sample = nbytes / max(seconds, 1e-3)
+        self._rate = sample if self._rate is None else (self._rate + sample) / 2
 
     def _placement(self, it: _Item, dest: str, uv: int | None, state: str,
-                   uid: int | None = None) -> Placement:
+                   uid: int | None = None, *, uidnext: int | None = None,
+                   sent_at: float | None = None, eta: float | None = None) -> Placement:
         return Placement(src_key=it.msg.key, dest_folder=dest, sha256=it.sha, size=it.size,
                          raw_size=it.msg.size, ident=it.ident, flags=it.flags, src_uid=it.msg.uid,
-                         dest_uidvalidity=uv, dest_uid=uid, state=state, error=it.error)
+                         dest_uidvalidity=uv, dest_uid=uid, state=state, error=it.error,
+                         dest_uidnext=uidnext, sent_at=sent_at, eta=eta,
+                         loose_ident=it.loose_ident, loose_sha=it.loose_sha, size_slack=it.slack)
 
     def _fail(self, folder: Folder, it: _Item) -> None:
         failure = MessageFailure(folder.name, it.msg.key, describe(it.msg.raw), it.error or "")
@@ -634,18 +996,31 @@ class ImapDestination:
         return typ, text
 
     def _send_raw(self, dest: str, entries: list[dict[str, Any]]) -> tuple[str, str]:
+        """One APPEND on the wire. While it is, a close (or our death) resets the connection
+        and drops what is unsent, so no rest of it reaches the server after we are gone."""
+        sock = getattr(self.client._imap, "sock", None)
+        imap_io.discard_unsent(sock, True)
+        nbytes = sum(len(e["msg"]) for e in entries)
+        progress = imap_io.progress_of(self.client._imap)
+        if progress is not None:
+            progress.expect(nbytes / (self._rate or FLOOR_RATE))  # moving, if out of our sight
+        started = time.monotonic()
         try:
             if self.can_multiappend:
                 typ, data = self.client.multiappend(dest, entries)
                 typ = typ.decode() if isinstance(typ, bytes) else str(typ)
-                return typ.upper(), _as_bytes(data).decode("utf-8", "replace")
-            entry = entries[0]
-            resp = self.client.append(dest, entry["msg"], entry["flags"], entry.get("date"))
-            return "OK", _as_bytes(resp).decode("utf-8", "replace")
-        except (IMAPClientAbortError, OSError):
-            raise self._guard(f"appending to {dest!r}") from None
+                result = typ.upper(), _as_bytes(data).decode("utf-8", "replace")
+            else:
+                entry = entries[0]
+                resp = self.client.append(dest, entry["msg"], entry["flags"], entry.get("date"))
+                result = "OK", _as_bytes(resp).decode("utf-8", "replace")
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"appending to {dest!r}", exc) from None
         except (IMAPClientError, imaplib.IMAP4.error) as exc:
-            return "NO", str(exc)
+            result = "NO", str(exc)
+        self._measured(nbytes, time.monotonic() - started)
+        imap_io.discard_unsent(sock, False)
+        return result
 
     def _uids(self, dest: str, text: str, count: int) -> list[int | None]:
         match = _APPENDUID.search(text.encode())
@@ -656,6 +1031,8 @@ class ImapDestination:
         except ValueError:
             return [None] * count
         self._uidvalidity[dest] = int(match.group(1))
+        if uids:
+            self._uidnext[dest] = max(self._uidnext.get(dest, 0), max(uids) + 1)
         if len(uids) != count:
             return [None] * count
         return list(uids)
@@ -699,6 +1076,7 @@ class ImapDestination:
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         if not folder.selectable or self.dry_run:
             return
+        self._check_late(self._target(folder).server_name)
         self.state.finish(folder.name, status, complete)
 
     def summary(self) -> dict[str, Any]:
@@ -709,6 +1087,8 @@ class ImapDestination:
             "folder_map": {src: t.path for src, t in sorted(self.targets.items())},
             "found_on_destination": self.found_existing,
             "in_doubt_resolved": self.resolved_doubts,
+            "late_duplicates_removed": list(self.late_removed),
+            "duplicates_left": list(self.duplicates_left),
             "message_errors": [f.as_dict() for f in self.failures],
             "keywords_dropped": list(self.keywords_dropped),
         }

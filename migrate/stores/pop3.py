@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from migrate.config.endpoints import Endpoint, PasswordSource
-from migrate.errors import AuthError, ConnectError, MessageError, UsageError
+from migrate.errors import AuthError, ConnectError, MessageError, SetupError, UsageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 
 INBOX = Folder(name="INBOX", server_name="INBOX", delimiter=None)
@@ -196,10 +196,12 @@ def _text(line: bytes) -> str:
 class Pop3Session:
     """A logged-in POP3 session: commands, replies and the error mapping.
 
-    Failures map like the IMAP store's: refused credentials are
-    :class:`AuthError` (exit 3); no route, TLS refused or untrusted, a dropped
-    connection are :class:`ConnectError` (exit 4); a reply that is not POP3
-    is :class:`ProtocolError` (a :class:`MessageError`, exit 1).
+    Failures map like the IMAP store's: refused credentials (-ERR to
+    USER/PASS, AUTH or APOP) are :class:`AuthError` (exit 3); no route, a
+    dropped connection, a -ERR greeting are :class:`ConnectError` (exit 4,
+    retried by the retry wrapper, the first connection too); an untrusted
+    certificate or a missing STLS are :class:`SetupError` (exit 4 at once); a
+    reply that is not POP3 is :class:`ProtocolError` (a :class:`MessageError`, exit 1).
     """
 
     def __init__(self, endpoint: Endpoint, password: PasswordSource, timeout: float = 60.0,
@@ -218,6 +220,11 @@ class Pop3Session:
             self.caps = self._capa()
             self._login(auth, password, greeting)
             self.caps = self._capa() or self.caps  # some servers list more after login
+        except Pop3ErrReply as exc:
+            # A -ERR greeting or STLS: a server that will not talk now (busy, shutting down).
+            self.wire.close()
+            raise ConnectError(f"{self.where} refused the session ({exc.text[:120]}); "
+                               "try again later") from None
         except BaseException:
             self.wire.close()
             raise
@@ -225,8 +232,8 @@ class Pop3Session:
     # -- connection -----------------------------------------------------------------
     def _tls_error(self, exc: ssl.SSLError) -> ConnectError:
         if isinstance(exc, ssl.SSLCertVerificationError):
-            return ConnectError(f"TLS certificate of {self.where} not trusted "
-                                f"({exc.verify_message}); use --cafile for a private CA")
+            return SetupError(f"TLS certificate of {self.where} not trusted "
+                              f"({exc.verify_message}); use --cafile for a private CA")
         return ConnectError(f"TLS handshake with {self.where} failed ({exc.reason}); "
                             "check the port and that the server speaks TLS there")
 
@@ -235,8 +242,10 @@ class Pop3Session:
         try:
             sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
         except OSError as exc:
-            raise ConnectError(f"cannot connect to {self.where}: {_reason(exc)}; "
-                               "check the host name, port and network") from None
+            kind = SetupError if isinstance(exc, socket.gaierror) and \
+                exc.errno == socket.EAI_NONAME else ConnectError
+            raise kind(f"cannot connect to {self.where}: {_reason(exc)}; "
+                       "check the host name, port and network") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if ep.tls == "implicit":
             try:
@@ -252,8 +261,8 @@ class Pop3Session:
     def _starttls(self) -> None:
         caps = self._capa()
         if "STLS" not in caps:
-            raise ConnectError(f"{self.where} does not offer STLS; use pop3s:// "
-                               "(or ?tls=none for a loopback test server)")
+            raise SetupError(f"{self.where} does not offer STLS; use pop3s:// "
+                             "(or ?tls=none for a loopback test server)")
         self.command("STLS", "starting TLS")
         try:
             tls = tls_context(self.endpoint).wrap_socket(self.wire.sock,
