@@ -5,6 +5,7 @@ or refresh token shows up in output, files or the job's command line."""
 from __future__ import annotations
 
 import json
+import re
 
 from cli_helpers import PASSWORD_ENV, run_cli
 from oauth_helpers import (
@@ -27,8 +28,10 @@ def signed_in(oauth_env, authserver, dovecot, local: str, messages: int = 0):
 
 
 def only_our_lines(stderr: str) -> None:
-    """Nothing but our own one-line messages on stderr: no warnings, no tracebacks."""
-    stray = [line for line in stderr.splitlines() if not line.startswith("mailmigrate: ")]
+    """Nothing but our own one-line messages on stderr (off a terminal, log lines carry a
+    timestamp first): no warnings, no tracebacks."""
+    stray = [line for line in stderr.splitlines()
+             if not re.match(r"^(\S+ )?mailmigrate: ", line)]
     assert stray == [], stderr
 
 
