@@ -81,6 +81,18 @@ def bound_literals(client: imapclient.IMAPClient, limit: list[int], where: str) 
     imap.read = bounded
 
 
+def quiet_imaplib(client: imapclient.IMAPClient) -> None:
+    """Turn off the debug output imapclient switches on in imaplib.
+
+    IMAPClient sets ``imaplib.IMAP4.debug = 5`` on every connection, so that
+    imaplib formats a ``repr()`` of every line, every literal and every whole
+    untagged response for a logger that then drops it: for a bulk FETCH that
+    is most of the CPU time and a second copy of each batch in memory. Level 0
+    keeps imaplib's own small ring of the last commands (used in its errors).
+    """
+    client._imap.debug = 0
+
+
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
     """Verified TLS by default; a private CA can be trusted with --cafile."""
     return ssl.create_default_context(cafile=endpoint.cafile)
@@ -109,6 +121,7 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
         raise ConnectError(
             f"cannot connect to {where}: {reason}; check the host name, port and network"
         ) from None
+    quiet_imaplib(client)
     client.normalise_times = False
     try:
         if endpoint.tls == "starttls":
