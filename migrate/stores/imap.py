@@ -33,6 +33,7 @@ from migrate.model import (
     MessageRef,
     normalise_flags,
 )
+from migrate.stores.imap_fetch import uid_fetch
 
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
 # Largest literal accepted outside a body fetch (folder names, headers): a
@@ -351,7 +352,7 @@ class ImapSource:
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
-                sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
+                sizes = uid_fetch(self.client, chunk, ["RFC822.SIZE"])
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"listing {folder.name!r}", exc) from None
             except IMAPClientError as exc:
@@ -375,7 +376,7 @@ class ImapSource:
         try:
             uids = sorted(u for u in self.client.search(criteria) if u <= checkpoint.last_uid)
             for start in range(0, len(uids), LIST_CHUNK):
-                data = self.client.fetch(uids[start:start + LIST_CHUNK], ["FLAGS"])
+                data = uid_fetch(self.client, uids[start:start + LIST_CHUNK], ["FLAGS"])
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
@@ -394,8 +395,7 @@ class ImapSource:
         # servers whose RFC822.SIZE is slightly off).
         self._limit[0] = 2 * max(r.size for r in refs) + LITERAL_SLACK
         try:
-            data: dict[int, dict[bytes, Any]] = self.client.fetch(
-                uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+            data = uid_fetch(self.client, uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
         except IMAPClientError as exc:
