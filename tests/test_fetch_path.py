@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from cli_helpers import PASSWORD_ENV, backup_args, cli_env, run_cli
+from proxy import TcpProxy
 from seeding import bulk_append, imap_login, seed_message
 
 from migrate.config.endpoints import PasswordSource, parse_endpoint
@@ -73,3 +75,108 @@ def test_the_source_store_fetches_without_debug_formatting(dovecot, seeded):
         assert source.client._imap.debug == 0
     finally:
         source.close()
+class TurnCountingProxy(TcpProxy):
+    """A TcpProxy that counts turns: client bytes that follow server bytes on the
+    same connection. A client that waits for each reply before its next command
+    makes one turn per command; one that pipelines makes one per batch it sends."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.turns = 0
+        self._last_from_server: dict[int, bool] = {}
+
+    def _count_to_server(self, conn, data: bytes) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            if self._last_from_server.get(id(conn), True):
+                self.turns += 1
+            self._last_from_server[id(conn)] = False
+        super()._count_to_server(conn, data)
+
+    def _forward_from_server(self, conn, data: bytes) -> bool:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self._last_from_server[id(conn)] = True
+        return super()._forward_from_server(conn, data)
+
+    def reset_turns(self) -> None:
+        with self._lock:
+            self.turns = 0
+
+
+# -- one round trip per batch ---------------------------------------------------------
+# Every run below is one engine batch (under 400 messages and 8 MB), so its turns
+# must not depend on how many messages the batch holds: with a round trip per
+# message, 200 messages would cost 160 turns more than 40.
+
+SOURCE_PW = "MM_SOURCE_PASSWORD"
+
+
+def seeded_user(dovecot, count: int, tag: str):
+    user = dovecot.add_user()
+    client = imap_login(dovecot, user)
+    client._imap.debug = 0
+    bulk_append(client, "INBOX", [seed_message(i, 1500 + 37 * i, tag=tag) for i in range(count)])
+    client.logout()
+    return user
+
+
+def turns(proxy: TurnCountingProxy, args: list[str], env: dict[str, str]) -> int:
+    proxy.reset_turns()
+    result = run_cli(*args, env=env)
+    assert result.code == 0, result.err
+    return proxy.turns
+
+
+@pytest.fixture
+def turn_proxies(dovecot) -> Iterator[tuple[TurnCountingProxy, TurnCountingProxy]]:
+    with TurnCountingProxy(dovecot.host, dovecot.imap_port, record=False) as imap, \
+            TurnCountingProxy(dovecot.host, dovecot.pop3_port, record=False) as pop3:
+        yield imap, pop3
+
+
+def via(proxy: TcpProxy, scheme: str, user) -> str:
+    return f"{scheme}://{user.name}@127.0.0.1:{proxy.port}?tls=none"
+
+
+def test_backup_fetch_costs_a_round_trip_per_batch_not_per_message(dovecot, turn_proxies,
+                                                                  tmp_path):
+    proxy, _ = turn_proxies
+    counts = {}
+    for n in (40, 200):
+        user = seeded_user(dovecot, n, f"b{n}")
+        args = ["backup", via(proxy, "imap", user), str(tmp_path / f"{n}.sqlite"),
+                "--password-env", PASSWORD_ENV, "--quiet"]
+        counts[n] = turns(proxy, args, cli_env(user.password))
+    assert counts[200] == counts[40], counts
+
+
+def test_drain_retr_is_pipelined(dovecot, turn_proxies, tmp_path):
+    _, proxy = turn_proxies
+    counts = {}
+    for n in (40, 200):
+        user = seeded_user(dovecot, n, f"d{n}")
+        args = ["drain", via(proxy, "pop3", user), str(tmp_path / f"{n}.sqlite"),
+                "--password-env", PASSWORD_ENV, "--quiet"]
+        counts[n] = turns(proxy, args, cli_env(user.password))
+    assert counts[200] == counts[40], counts
+
+
+def test_restore_and_copy_append_cost_a_round_trip_per_batch(dovecot, turn_proxies, tmp_path):
+    proxy, _ = turn_proxies
+    restores, copies = {}, {}
+    for n in (40, 200):
+        user = seeded_user(dovecot, n, f"r{n}")
+        archive = tmp_path / f"{n}.sqlite"
+        env = cli_env(user.password, XDG_STATE_HOME=str(tmp_path / "state"))
+        assert run_cli(*backup_args(dovecot, user, archive, "--quiet"), env=env).code == 0
+        target = dovecot.add_user()
+        env = cli_env(target.password, XDG_STATE_HOME=str(tmp_path / "state"))
+        restores[n] = turns(proxy, ["restore", str(archive), via(proxy, "imap", target),
+                                    "--password-env", PASSWORD_ENV, "--quiet"], env)
+        target = dovecot.add_user()
+        env = cli_env(target.password, XDG_STATE_HOME=str(tmp_path / "state"),
+                      **{SOURCE_PW: user.password})
+        copies[n] = turns(proxy, ["copy", via(proxy, "imap", user), via(proxy, "imap", target),
+                                  "--password-env", SOURCE_PW, "--dest-password-env",
+                                  PASSWORD_ENV, "--quiet"], env)
+    assert restores[200] == restores[40], restores
+    assert copies[200] == copies[40], copies
