@@ -180,3 +180,32 @@ def test_restore_and_copy_append_cost_a_round_trip_per_batch(dovecot, turn_proxi
                                   PASSWORD_ENV, "--quiet"], env)
     assert restores[200] == restores[40], restores
     assert copies[200] == copies[40], copies
+
+
+def test_listing_a_small_folder_is_one_fetch_and_a_large_one_searches(dovecot, seeded,
+                                                                      monkeypatch):
+    """UID FETCH n:* (RFC822.SIZE) lists a small folder in one round trip; above
+    LIST_CHUNK messages, or with a date filter, SEARCH pages the listing. Both give
+    the same refs, and "n:*" past the last UID (which RFC 3501 answers with the last
+    message) gives none."""
+    import migrate.stores.imap as imap_module
+
+    with TcpProxy(dovecot.host, dovecot.imap_port) as proxy:
+        endpoint = parse_endpoint(f"imap://{seeded.name}@127.0.0.1:{proxy.port}?tls=none")
+        source = ImapSource(endpoint, PasswordSource.literal(seeded.password))
+        try:
+            inbox = next(f for f in source.list_folders() if f.name == "INBOX")
+            proxy.reset_counters()
+            small = list(source.list_new(inbox, FolderCheckpoint(last_uid=3)))
+            assert b"SEARCH" not in proxy.transcript_to_server
+            assert [r.uid for r in small] == list(range(4, 41))
+            assert list(source.list_new(inbox, FolderCheckpoint(last_uid=40))) == []
+            monkeypatch.setattr(imap_module, "LIST_CHUNK", 10)
+            source.reconnect()  # EXISTS is read again on the next SELECT
+            proxy.reset_counters()
+            large = list(source.list_new(inbox, FolderCheckpoint(last_uid=3)))
+            assert b"UID SEARCH" in proxy.transcript_to_server
+            assert proxy.transcript_to_server.count(b"RFC822.SIZE") == 4  # 37 UIDs in chunks of 10
+            assert large == small
+        finally:
+            source.close()

@@ -33,7 +33,7 @@ from migrate.model import (
     MessageRef,
     normalise_flags,
 )
-from migrate.stores.imap_fetch import uid_fetch
+from migrate.stores.imap_fetch import uid_fetch, uid_fetch_from
 
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
 # Largest literal accepted outside a body fetch (folder names, headers): a
@@ -258,6 +258,7 @@ class ImapSource:
                 for c in self.client.capabilities()}
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
         self._selected: str | None = None
+        self._exists = LIST_CHUNK + 1  # messages in the selected folder (EXISTS)
         self._uidvalidity: dict[str, int] = {}
 
     def _connect(self) -> imapclient.IMAPClient:
@@ -287,6 +288,7 @@ class ImapSource:
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
+            self._exists = int(info.get(b"EXISTS", LIST_CHUNK + 1))
             seen = self._uidvalidity.get(folder.server_name)
             now = info.get(b"UIDVALIDITY")
             if seen is not None and now is not None and int(now) != seen:
@@ -338,6 +340,12 @@ class ImapSource:
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
         self._select(folder)
+        if since is None and self._exists <= LIST_CHUNK:
+            # A folder this small answers "UID FETCH n:* RFC822.SIZE" in one bounded
+            # response: one round trip, where SEARCH and then FETCH take two. SEARCH
+            # stays for a date filter and for large folders (listed in chunks).
+            yield from self._list_from(folder, checkpoint.last_uid + 1)
+            return
         criteria: list[Any] = ["UID", f"{checkpoint.last_uid + 1}:*"]
         if since is not None:
             criteria += ["SINCE", since]
@@ -363,6 +371,17 @@ class ImapSource:
                 if data is None:  # expunged meanwhile
                     continue
                 yield MessageRef(key=str(uid), uid=uid, size=int(data.get(b"RFC822.SIZE", 0)))
+
+    def _list_from(self, folder: Folder, first: int) -> Iterator[MessageRef]:
+        try:
+            sizes = uid_fetch_from(self.client, first, ["RFC822.SIZE"])
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"listing {folder.name!r}", exc) from None
+        except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
+            raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+        for uid in sorted(sizes):
+            yield MessageRef(key=str(uid), uid=uid, size=int(sizes[uid].get(b"RFC822.SIZE", 0)))
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:

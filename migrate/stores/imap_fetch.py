@@ -24,7 +24,7 @@ under a UID equal to that sequence number.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from typing import Any
 
 import imapclient
@@ -77,15 +77,36 @@ def uid_fetch(client: imapclient.IMAPClient, uids: Sequence[int], items: Sequenc
     """
     if not uids:
         return {}
+    return _fetch(client, uid_set(uids), items, set(uids))
+
+
+class _From:
+    """The UIDs from ``first`` on (what ``first:*`` asks for, without the one message
+    RFC 3501 §6.4.8 adds when ``first`` is above the largest UID)."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+
+    def __contains__(self, uid: object) -> bool:
+        return isinstance(uid, int) and uid >= self.first
+
+
+def uid_fetch_from(client: imapclient.IMAPClient, first: int, items: Sequence[str]) -> FetchData:
+    """Every message from UID ``first`` on, in one round trip (no SEARCH first)."""
+    return _fetch(client, b"%d:*" % first, items, _From(first))
+
+
+def _fetch(client: imapclient.IMAPClient, uids: bytes, items: Sequence[str],
+           wanted: Container[int]) -> FetchData:
     imap = client._imap
-    tag = imap._command("UID", "FETCH", uid_set(uids), "(" + " ".join(items).upper() + ")")
+    tag = imap._command("UID", "FETCH", uids, "(" + " ".join(items).upper() + ")")
     typ, data = imap._command_complete("FETCH", tag)
     client._checkok("fetch", typ, data)
     typ, data = imap._untagged_response(typ, data, "FETCH")
-    return parse_fetch(data, set(uids))
+    return parse_fetch(data, wanted)
 
 
-def parse_fetch(data: list[Any], wanted: set[int]) -> FetchData:
+def parse_fetch(data: list[Any], wanted: Container[int]) -> FetchData:
     """imaplib's untagged FETCH data as ``{uid: items}`` for the UIDs in ``wanted``."""
     out: FetchData = {}
     for group in _responses(data):
@@ -96,7 +117,7 @@ def parse_fetch(data: list[Any], wanted: set[int]) -> FetchData:
             for values in parse_fetch_response(group, False, False).values():
                 parsed.append((values.pop(b"UID", None), values))
         for uid, values in parsed:
-            if uid in wanted:
+            if uid is not None and uid in wanted:
                 out.setdefault(uid, {}).update(values)
     return out
 
@@ -177,4 +198,4 @@ def _date(text: bytes) -> Any:
         return None  # as imapclient: an unreadable INTERNALDATE is no date
 
 
-__all__ = ["FetchData", "parse_fetch", "uid_fetch", "uid_set"]
+__all__ = ["FetchData", "parse_fetch", "uid_fetch", "uid_fetch_from", "uid_set"]
