@@ -137,24 +137,15 @@ def via(proxy: TcpProxy, scheme: str, user) -> str:
     return f"{scheme}://{user.name}@127.0.0.1:{proxy.port}?tls=none"
 
 
-def test_backup_fetch_costs_a_round_trip_per_batch_not_per_message(dovecot, turn_proxies,
-                                                                  tmp_path):
-    proxy, _ = turn_proxies
+@pytest.mark.parametrize(("command", "scheme"), [("backup", "imap"), ("drain", "pop3")])
+def test_backup_fetch_and_drain_retr_cost_a_round_trip_per_batch(dovecot, turn_proxies, tmp_path,
+                                                                 command, scheme):
+    """UID FETCH takes a batch in one command; RETR is pipelined (RFC 2449 PIPELINING)."""
+    proxy = turn_proxies[0 if scheme == "imap" else 1]
     counts = {}
     for n in (40, 200):
-        user = seeded_user(dovecot, n, f"b{n}")
-        args = ["backup", via(proxy, "imap", user), str(tmp_path / f"{n}.sqlite"),
-                "--password-env", PASSWORD_ENV, "--quiet"]
-        counts[n] = turns(proxy, args, cli_env(user.password))
-    assert counts[200] == counts[40], counts
-
-
-def test_drain_retr_is_pipelined(dovecot, turn_proxies, tmp_path):
-    _, proxy = turn_proxies
-    counts = {}
-    for n in (40, 200):
-        user = seeded_user(dovecot, n, f"d{n}")
-        args = ["drain", via(proxy, "pop3", user), str(tmp_path / f"{n}.sqlite"),
+        user = seeded_user(dovecot, n, f"{command}{n}")
+        args = [command, via(proxy, scheme, user), str(tmp_path / f"{command}{n}.sqlite"),
                 "--password-env", PASSWORD_ENV, "--quiet"]
         counts[n] = turns(proxy, args, cli_env(user.password))
     assert counts[200] == counts[40], counts

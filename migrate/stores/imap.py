@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
@@ -35,6 +35,7 @@ from migrate.model import (
 )
 from migrate.stores.imap_fetch import uid_fetch, uid_fetch_from
 
+_T = TypeVar("_T")
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
 # Largest literal accepted outside a body fetch (folder names, headers): a
 # server that announces more is lying or hostile.
@@ -340,48 +341,39 @@ class ImapSource:
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
         self._select(folder)
+        first = checkpoint.last_uid + 1
         if since is None and self._exists <= LIST_CHUNK:
             # A folder this small answers "UID FETCH n:* RFC822.SIZE" in one bounded
             # response: one round trip, where SEARCH and then FETCH take two. SEARCH
             # stays for a date filter and for large folders (listed in chunks).
-            yield from self._list_from(folder, checkpoint.last_uid + 1)
+            sizes = self._listing(folder, uid_fetch_from, self.client, first, ["RFC822.SIZE"])
+            for uid in sorted(sizes):
+                yield MessageRef(key=str(uid), uid=uid, size=int(sizes[uid].get(b"RFC822.SIZE", 0)))
             return
-        criteria: list[Any] = ["UID", f"{checkpoint.last_uid + 1}:*"]
+        criteria: list[Any] = ["UID", f"{first}:*"]
         if since is not None:
             criteria += ["SINCE", since]
-        try:
-            # A set: a server that lists a UID twice gets it fetched once.
-            uids = sorted({u for u in self.client.search(criteria) if u > checkpoint.last_uid})
-        except (IMAPClientAbortError, OSError) as exc:
-            raise self._guard(f"listing {folder.name!r}", exc) from None
-        except IMAPClientError as exc:
-            _throttled(exc, self.endpoint.host)
-            raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+        # A set: a server that lists a UID twice gets it fetched once.
+        uids = sorted({u for u in self._listing(folder, self.client.search, criteria)
+                       if u > checkpoint.last_uid})
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
-            try:
-                sizes = uid_fetch(self.client, chunk, ["RFC822.SIZE"])
-            except (IMAPClientAbortError, OSError) as exc:
-                raise self._guard(f"listing {folder.name!r}", exc) from None
-            except IMAPClientError as exc:
-                _throttled(exc, self.endpoint.host)
-                raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+            sizes = self._listing(folder, uid_fetch, self.client, chunk, ["RFC822.SIZE"])
             for uid in chunk:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
                 yield MessageRef(key=str(uid), uid=uid, size=int(data.get(b"RFC822.SIZE", 0)))
 
-    def _list_from(self, folder: Folder, first: int) -> Iterator[MessageRef]:
+    def _listing(self, folder: Folder, command: Callable[..., _T], *args: Any) -> _T:
+        """Run one listing command, with the listing's error mapping."""
         try:
-            sizes = uid_fetch_from(self.client, first, ["RFC822.SIZE"])
+            return command(*args)
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"listing {folder.name!r}", exc) from None
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
-        for uid in sorted(sizes):
-            yield MessageRef(key=str(uid), uid=uid, size=int(sizes[uid].get(b"RFC822.SIZE", 0)))
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
