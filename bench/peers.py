@@ -63,7 +63,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dovecot import MAIL_USER, DovecotServer, User  # noqa: E402
+from dovecot import MAIL_USER, DovecotServer, DovecotUnavailable, User  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402
 from loads import LOADS, Seeded, seed  # noqa: E402
 from seeding import imap_login  # noqa: E402
@@ -626,13 +626,17 @@ def main() -> None:
         raise SystemExit("GNU time is needed for peak RSS: apt-get install time "
                          "(or python bench/peers.py --install)")
     tools = find_tools()
+    try:
+        server = DovecotServer()
+    except DovecotUnavailable as exc:
+        raise SystemExit(f"bench/peers.py: {exc}") from None
     started = machine_state()
     work = Path(tempfile.mkdtemp(prefix="mmpeers"))
     work.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     outcomes: list[Outcome] = []
     try:
-        with DovecotServer() as server:
+        with server.start():
             w = World(server, work, tools, env)
             for job in JOBS:
                 if job.name in wanted:
