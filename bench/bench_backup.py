@@ -26,17 +26,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from dovecot import DovecotServer  # noqa: E402
+from loads import sizes  # noqa: E402
 from proxy import TcpProxy  # noqa: E402
 from seeding import bulk_append, create_folder, imap_login, seed_message  # noqa: E402
-
-
-def sizes(n: int, total_mb: float, rng: random.Random) -> list[int]:
-    """Long-tailed sizes (many small, a few MB-sized) scaled to about total_mb."""
-    raw = [rng.lognormvariate(9.6, 1.3) for _ in range(n)]
-    scale = total_mb * 1024 * 1024 / sum(raw)
-    return [max(400, min(int(s * scale), 12 * 1024 * 1024)) for s in raw]
 
 
 def run(args: list[str], env: dict[str, str]) -> tuple[float, int]:

@@ -16,9 +16,9 @@ import contextlib
 import re
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import imapclient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
@@ -43,7 +43,9 @@ from migrate.model import (
     normalise_flags,
 )
 from migrate.stores import imap_io
+from migrate.stores.imap_fetch import uid_fetch, uid_fetch_from
 
+_T = TypeVar("_T")
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
 # Largest literal accepted outside a body fetch (folder names, headers): a
 # server that announces more is lying or hostile.
@@ -89,6 +91,18 @@ def bound_literals(client: imapclient.IMAPClient, limit: list[int], where: str) 
         return data
 
     imap.read = bounded
+
+
+def quiet_imaplib(client: imapclient.IMAPClient) -> None:
+    """Turn off the debug output imapclient switches on in imaplib.
+
+    IMAPClient sets ``imaplib.IMAP4.debug = 5`` on every connection, so that
+    imaplib formats a ``repr()`` of every line, every literal and every whole
+    untagged response for a logger that then drops it: for a bulk FETCH that
+    is most of the CPU time and a second copy of each batch in memory. Level 0
+    keeps imaplib's own small ring of the last commands (used in its errors).
+    """
+    client._imap.debug = 0
 
 
 def tls_context(endpoint: Endpoint) -> ssl.SSLContext:
@@ -146,6 +160,7 @@ def connect_imap(endpoint: Endpoint, password: PasswordSource,
                            "check the port and that the server speaks TLS there") from None
     except (OSError, IMAPClientError) as exc:
         raise _unreachable(where, exc) from None
+    quiet_imaplib(client)
     client.normalise_times = False
     try:
         imap_io.install(client._imap, timeout)
@@ -386,6 +401,7 @@ class ImapSource:
         caps = capabilities(self.client, endpoint.host)
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
         self._selected: str | None = None
+        self._exists = LIST_CHUNK + 1  # messages in the selected folder (EXISTS)
         self._uidvalidity: dict[str, int] = {}
 
     def _connect(self) -> imapclient.IMAPClient:
@@ -418,6 +434,7 @@ class ImapSource:
             except IMAPClientError as exc:
                 _throttled(exc, self.endpoint.host)
                 raise MessageError(f"cannot open folder {folder.name!r}: {exc}") from None
+            self._exists = int(info.get(b"EXISTS", LIST_CHUNK + 1))
             seen = self._uidvalidity.get(folder.server_name)
             now = _number(info.get(b"UIDVALIDITY"))
             if seen is not None and now is not None and now != seen:
@@ -523,7 +540,16 @@ class ImapSource:
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
         self._select(folder)
-        criteria: list[Any] = ["UID", f"{checkpoint.last_uid + 1}:*"]
+        first = checkpoint.last_uid + 1
+        if since is None and self._exists <= LIST_CHUNK:
+            # A folder this small answers "UID FETCH n:* RFC822.SIZE" in one bounded
+            # response: one round trip, where SEARCH and then FETCH take two. SEARCH
+            # stays for a date filter and for large folders (listed in chunks).
+            sizes = self._listing(folder, uid_fetch_from, self.client, first, ["RFC822.SIZE"])
+            for uid in sorted(sizes):
+                yield MessageRef(key=str(uid), uid=uid, size=int(sizes[uid].get(b"RFC822.SIZE", 0)))
+            return
+        criteria: list[Any] = ["UID", f"{first}:*"]
         if since is not None:
             criteria += ["SINCE", since]
         # A set: a server that lists a UID twice gets it fetched once.
@@ -531,21 +557,25 @@ class ImapSource:
                        if u > checkpoint.last_uid})
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
-            try:
-                sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
-            except (IMAPClientAbortError, OSError) as exc:
-                raise self._guard(f"listing {folder.name!r}", exc) from None
-            except REPLY_SHAPE_ERRORS as exc:
-                raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
-            except IMAPClientError as exc:
-                _throttled(exc, self.endpoint.host)
-                raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
+            sizes = self._listing(folder, uid_fetch, self.client, chunk, ["RFC822.SIZE"])
             for uid in chunk:
                 data = sizes.get(uid)
                 if data is None:  # expunged meanwhile
                     continue
                 size = _number(data.get(b"RFC822.SIZE"))
                 yield MessageRef(key=str(uid), uid=uid, size=size or 0)
+
+    def _listing(self, folder: Folder, command: Callable[..., _T], *args: Any) -> _T:
+        """Run one listing command, with the listing's error mapping."""
+        try:
+            return command(*args)
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard(f"listing {folder.name!r}", exc) from None
+        except REPLY_SHAPE_ERRORS as exc:
+            raise self._shape(f"FETCH RFC822.SIZE in {folder.name!r}", exc) from None
+        except IMAPClientError as exc:
+            _throttled(exc, self.endpoint.host)
+            raise MessageError(f"cannot list messages of {folder.name!r}: {exc}") from None
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
@@ -566,7 +596,7 @@ class ImapSource:
         uids = sorted(u for u in set(uids) if u <= checkpoint.last_uid)
         try:
             for start in range(0, len(uids), LIST_CHUNK):
-                data = self.client.fetch(uids[start:start + LIST_CHUNK], ["FLAGS"])
+                data = uid_fetch(self.client, uids[start:start + LIST_CHUNK], ["FLAGS"])
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
                                      flags=normalise_flags(data[uid].get(b"FLAGS", ())))
@@ -587,8 +617,7 @@ class ImapSource:
         # servers whose RFC822.SIZE is slightly off).
         self._limit[0] = 2 * max(r.size for r in refs) + LITERAL_SLACK
         try:
-            data: dict[int, dict[bytes, Any]] = self.client.fetch(
-                uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+            data = uid_fetch(self.client, uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
         except REPLY_SHAPE_ERRORS as exc:

@@ -157,22 +157,36 @@ class Wire:
             self._fill(what)
 
     def multiline(self, what: str, limit: int) -> bytes:
-        """A dot-terminated body, unstuffed, ending in CRLF (or empty)."""
+        """A dot-terminated body, unstuffed, ending in CRLF (or empty).
+
+        One pass: every CRLF "." found is either the terminator or a stuffed
+        dot, whose offset is noted; the body is then copied out once, without
+        those dots. (:func:`unstuff` says the same in two passes and two copies.)
+        """
+        buf = self.buf
+        while len(buf) < 3:
+            self._fill(what)
+        if buf.startswith(b".\r\n"):
+            del buf[:3]
+            return b""
+        cuts = [0] if buf.startswith(b".") else []  # stuffing dots to drop
         scan = 0
         while True:
-            if self.buf.startswith(b".\r\n"):
-                del self.buf[:3]
-                return b""
-            idx = self.buf.find(b"\r\n.\r\n", scan)
-            if idx >= 0:
-                body = bytes(self.buf[:idx + 2])
-                del self.buf[:idx + 5]
-                return unstuff(body)
-            if len(self.buf) > limit:
-                raise ProtocolError(f"{self.where} sent more than {limit} bytes without ending "
-                                    f"the response while {what}")
-            scan = max(0, len(self.buf) - 4)
-            self._fill(what)
+            idx = buf.find(b"\r\n.", scan)
+            if idx < 0 or len(buf) < idx + 5:
+                if len(buf) > limit:
+                    raise ProtocolError(f"{self.where} sent more than {limit} bytes without ending "
+                                        f"the response while {what}")
+                if idx < 0:
+                    scan = max(scan, len(buf) - 2)
+                self._fill(what)
+                continue
+            if buf[idx + 3:idx + 5] == b"\r\n":  # CRLF . CRLF: the end
+                body = _without(buf, cuts, idx + 2)
+                del buf[:idx + 5]
+                return body
+            cuts.append(idx + 2)
+            scan = idx + 3
 
     def replace_socket(self, sock: socket.socket) -> None:
         if self.buf:
@@ -183,6 +197,23 @@ class Wire:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _without(buf: bytearray, cuts: list[int], end: int) -> bytes:
+    """``buf[:end]`` as bytes, leaving out the single bytes at ``cuts``, in one copy."""
+    with memoryview(buf) as view:
+        if not cuts:
+            return view[:end].tobytes()
+        parts = []
+        start = 0
+        for cut in cuts:
+            parts.append(view[start:cut])
+            start = cut + 1
+        parts.append(view[start:end])
+        body = b"".join(parts)
+        for part in parts:
+            part.release()
+        return body
 
 
 def _reason(exc: BaseException) -> str:
