@@ -231,6 +231,18 @@ def _expect(fd: int, screen: bytearray, text: bytes, timeout: float = 60) -> Non
         screen += chunk
 
 
+def _reap(pid: int) -> int:
+    """The wizard's wait status; a wizard still waiting for an answer (the test failed
+    at a question) is killed first, so the failure is reported instead of hanging."""
+    import signal
+
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+    return status
+
+
 def _drain(fd: int, screen: bytearray) -> None:
     while True:
         try:
@@ -274,7 +286,7 @@ def test_interactive_wizard_over_a_pty(dovecot, account, home, tmp_path):
         _expect(fd, screen, b"Saved job 'wiz'")
         _drain(fd, screen)
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = _reap(pid)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
     assert b"Login OK" in screen

@@ -134,7 +134,7 @@ def test_the_wizard_takes_the_sign_in(oauth_env, oauth_home, authserver, dovecot
     import pty
     import sys
 
-    from test_jobs import _drain, _expect
+    from test_jobs import _drain, _expect, _reap
 
     user = signed_in(oauth_env, authserver, dovecot_as, "wiz", messages=2)
     pid, fd = pty.fork()
@@ -149,10 +149,14 @@ def test_the_wizard_takes_the_sign_in(oauth_env, oauth_home, authserver, dovecot
         os.write(fd, imap_url(dovecot_as, user.name).encode() + b"\n")
         _expect(fd, screen, b"Archive")
         os.write(fd, str(tmp_path / "wiz.sqlite").encode() + b"\n")
+        _expect(fd, screen, b"Folders to back up")
+        os.write(fd, b"\n")  # all
+        _expect(fd, screen, b"Folders to skip")
+        os.write(fd, b"\n")  # the preset's, or none
         _expect(fd, screen, b"Saved job 'wiz'")
         _drain(fd, screen)
     finally:
-        _, status = os.waitpid(pid, 0)
+        status = _reap(pid)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, screen.decode(errors="replace")
     assert f"Signed in with OAuth2 as {user.name}".encode() in screen
