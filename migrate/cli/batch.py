@@ -60,7 +60,7 @@ ChunkTimeOpt = Annotated[float, typer.Option(
     "--chunk-time", min=0.1, metavar="SECONDS",
     help="A chunk of one account stops at the next checkpoint after SECONDS.")]
 ChunkSizeOpt = Annotated[str, typer.Option(
-    "--chunk-size", metavar="SIZE", help="… or after SIZE of mail (e.g. 500MB).")]
+    "--chunk-size", metavar="SIZE", help="Or stop at the next checkpoint after SIZE of mail (e.g. 500MB).")]
 ChunkDeadlineOpt = Annotated[float | None, typer.Option(
     "--chunk-deadline", min=1.0, metavar="SECONDS",
     help="Kill a chunk still running after SECONDS (default: 2 x --chunk-time + 300).")]
