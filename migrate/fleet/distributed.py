@@ -469,6 +469,12 @@ def run_worker(url: str, *, threads: int, workdir: Path | None, heartbeat_timeou
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="mailmigrate worker: %(message)s")
     logging.getLogger("dramatiq").setLevel(logging.ERROR if quiet else logging.WARNING)
+    # Our own lines go through the "mailmigrate" logger, which does not propagate to
+    # the root one: give it the timestamped stderr handler every command uses.
+    from migrate.engine import progress
+
+    progress.log_to_stderr()
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
     if workdir is None:
         import platformdirs
 
