@@ -84,7 +84,8 @@ def test_a_cyrus_backup_records_names_relative_to_the_namespace(cyrus, tmp_path,
     assert done.code == 0, done.err
     names = set(archive_contents(archive))
     assert set(TREE) <= names and not any(n.startswith("INBOX/") for n in names), names
-    listing = {row["folder"] for row in json.loads(run_cli("ls", str(archive), "--json").out)}
+    listing = {row["folder"]
+               for row in json.loads(run_cli("ls", str(archive), "--json").out)["folders"]}
     assert set(TREE) <= listing
     if kind == "tree":
         assert (archive / "Archiv" / "2019.mbox").is_file()
@@ -166,7 +167,8 @@ def test_an_archive_from_before_keeps_working(cyrus, dovecot, tmp_path, kind):
     names = row_names(archive)
     assert "INBOX/Archiv/2019" in names and "Archiv/2019" not in names, names
     assert sum(len(box) for box in archive_contents(archive).values()) == len(TREE) + 1
-    listing = {row["folder"] for row in json.loads(run_cli("ls", str(archive), "--json").out)}
+    listing = {row["folder"]
+               for row in json.loads(run_cli("ls", str(archive), "--json").out)["folders"]}
     assert set(TREE) <= listing, listing
     # A restore puts every folder where it belongs, not under INBOX.
     env = state_env(tmp_path, b.password)
