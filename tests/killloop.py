@@ -18,6 +18,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -73,8 +74,9 @@ def run_until_killed(argv: list[str], env: dict[str, str], proxy: TcpProxy, rng:
         while proc.poll() is None:
             if proxy.wait_held(0.05):
                 # the CLI waits for bytes that do not come: it cannot finish, its
-                # writer thread may still be storing what it has
-                proxy.held.wait(rng.uniform(*pause))
+                # writer thread may still be storing what it has (a random share of it;
+                # `held` is set by now, so waiting on it would not pause at all)
+                time.sleep(rng.uniform(*pause))
                 proc.send_signal(signal.SIGKILL)
                 killed = True
                 break
@@ -100,7 +102,8 @@ def kill_loop(cli_args: list[str], env: dict[str, str], rng: random.Random, seed
         point = rng.randrange(0, max(budget, 1))
         killed, err, code = run_until_killed(
             cli_args, env, proxy, rng,
-            lambda point=point: proxy.hold_after(point, to_server=to_server), pause)
+            lambda point=point: proxy.hold(after=point, direction="c2s" if to_server else "s2c",
+                                           everything=True), pause)
         assert code in (0, -signal.SIGKILL), f"seed {seed}: {err}"
         assert killed, f"seed {seed}: run {attempt + 1} finished before byte {point} of {budget}"
         kills += 1

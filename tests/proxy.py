@@ -46,19 +46,44 @@ proxy never parses or answers anything.  It exists so that tests can
   - ``stall(seconds, after=n, direction="s2c")``: once ``n`` more bytes
     have been forwarded, stop forwarding for ``seconds`` (the connection
     stays open); one-shot, or once per connection with ``per_connection=True``.
-  - ``hold(after=n, direction="c2s")``: once ``n`` more bytes have passed,
-    the connection carrying the n-th byte forwards nothing more in that
-    direction (the proxy keeps reading, up to its buffer) until ``release()``;
-    ``hold(pattern=p)``: hold right before ``p`` would pass.
   - ``when_bytes(n, callback, direction="c2s")``: call ``callback()`` once
     ``n`` more bytes have been forwarded in that direction (a counted byte as
     a deterministic instant, e.g. for kill -9 mid-APPEND); ``pattern=p``
-    instead: once ``p`` has been forwarded; ``when_read(...)``: the same
-    counted where the proxy *reads* (what the sender has sent so far, e.g.
-    "the client has sent the whole command"). ``min_index`` limits a hold or
-    trigger to connections accepted from then on (0: the first).
+    instead: once ``p`` has been forwarded (``nth=k``: its k-th occurrence,
+    counted across connections); ``when_read(...)``: the same counted where
+    the proxy *reads* (what the sender has sent so far, e.g. "the client has
+    sent the whole command"). ``min_index`` limits a hold or trigger to
+    connections accepted from then on (0: the first).
   - ``reset()``: RST every open connection now (SO_LINGER 0), both sides.
   - ``close_all()``: close every open connection now (FIN), both sides.
+
+* hold traffic at a chosen point, so that a test acts at a known instant rather
+  than after a sleep (a kill lands mid-transfer, a late APPEND lands after its
+  client died, a connection is refused while the others are busy).  Held bytes
+  wait in the proxy (it keeps reading, up to its buffer), as on a stalled link:
+
+  - ``hold(after=n, direction="c2s")``: once exactly ``n`` more bytes have
+    passed in that direction (counted across connections), the connection
+    carrying the n-th byte forwards nothing more in that direction until
+    ``release()``; ``hold(pattern=p)``: hold right before ``p`` would pass.
+    ``everything=True``: at that point *every* connection stops forwarding,
+    both ways, new ones too, until ``release()`` (the client then waits for
+    bytes that do not come, in whatever it was doing: the kill -9 loops).
+  - ``hold_now()``: hold everything at once; ``hold_after_client_sends(p, nth)``:
+    hold everything once the client side has sent ``p`` for the nth time in
+    all (the chunk carrying it still reaches the server: e.g. a QUIT that the
+    server acts on, whose answer never arrives).
+  - ``held`` (an Event) is set when any hold begins and cleared by
+    ``release()``; ``wait_held(timeout)`` waits for it.  ``release(index)``
+    lets only connection ``index`` (0: the first accepted) go on.
+  - ``admit_serially(settled)``: a connection's server bytes wait until every
+    earlier connection has closed or been sent ``settled`` (a regex, e.g. the
+    login's answer), so logins happen one after the other in accept order;
+    ``settled_connections`` counts those done.
+  - ``hold_responses(pattern, until)``: a server chunk matching ``pattern``
+    (a regex) waits until ``until()`` is true (checked every 50 ms).
+
+Patterns are matched across chunk boundaries for up to 64 bytes.
 
 Thread based: one accept thread, and per connection and direction a reader
 and a writer thread joined by a bounded queue.  Sockets use a 0.05 s timeout
@@ -69,6 +94,7 @@ never hangs on a blocked peer.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import struct
 import threading
@@ -120,6 +146,7 @@ class _Trigger:
     callback: Callable[[], None]
     pattern: bytes | None = None
     min_index: int = 0
+    times: int = 1  # occurrences of ``pattern`` still to see
 
 
 @dataclass
@@ -127,6 +154,7 @@ class _Hold:
     remaining: int
     pattern: bytes | None = None
     min_index: int = 0
+    everything: bool = False  # stop every connection, both ways, not just this lane
 
 
 @dataclass
@@ -165,6 +193,7 @@ class _Conn:
         self.lanes = {C2S: _Lane(C2S, client, server, conn_index=index),
                       S2C: _Lane(S2C, server, client, conn_index=index)}
         self.started = time.monotonic()
+        self.settled = False  # admit_serially: the server sent the `settled` pattern
         self._lock = threading.Lock()
         self._threads_left = 4
 
@@ -294,10 +323,13 @@ class _Conn:
             view = view[n:]
         return True
 
-    def wait_while_held(self, lane: _Lane) -> bool:
-        with self.cond:
-            while lane.held and not self.closed.is_set():
-                self.cond.wait(_POLL)
+    def wait_until_free(self, lane: _Lane, piece: memoryview) -> bool:
+        """Wait while a hold keeps ``piece`` back; False if the connection closed meanwhile."""
+        while self.proxy._keeps_back(self, lane, piece):
+            with self.cond:
+                if self.closed.is_set():
+                    return False
+                self.cond.wait(_POLL)  # woken by release(); the poll covers conditions
         return not self.closed.is_set()
 
     def _thread_done(self) -> None:
@@ -363,6 +395,11 @@ class TcpProxy:
         self._patterns: list[_PatternCut] = []
         self._triggers: dict[str, list[_Trigger]] = {C2S: [], S2C: []}
         self._read_triggers: dict[str, list[_Trigger]] = {C2S: [], S2C: []}
+        #: Set when a hold begins (a lane or everything); cleared by release().
+        self.held = threading.Event()
+        self._frozen = False  # everything is held
+        self._admit: re.Pattern[bytes] | None = None
+        self._response_hold: tuple[re.Pattern[bytes], Callable[[], bool]] | None = None
         self._stop = threading.Event()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -450,32 +487,76 @@ class TcpProxy:
             self._stall[d] = _Stall(seconds, after, per_connection)
 
     def hold(self, *, after: int = 0, direction: str = C2S, pattern: bytes | None = None,
-             min_index: int = 0) -> None:
+             min_index: int = 0, everything: bool = False) -> None:
         """Stop forwarding (until :meth:`release`) on the connection that carries the
-        ``after``-th next byte in ``direction`` (or, with ``pattern``, right before it)."""
+        ``after``-th next byte in ``direction`` (or, with ``pattern``, right before it);
+        ``everything``: on every connection, both ways, from that byte on."""
         (d,) = _directions(direction)
         with self._lock:
-            self._hold[d] = _Hold(after, pattern, min_index)
+            self._hold[d] = _Hold(after, pattern, min_index, everything)
+
+    def hold_now(self) -> None:
+        """Hold everything from now on: no connection forwards a byte until release()."""
+        with self._lock:
+            self._frozen = True
+            self.held.set()
+
+    def hold_after_client_sends(self, pattern: bytes, nth: int = 1) -> None:
+        """Hold everything once the client side has sent ``pattern`` ``nth`` times in all
+        (counted from now, across connections); the chunk carrying it reaches the server."""
+        self.when_bytes(0, self.hold_now, C2S, pattern=pattern, nth=nth)
+
+    def wait_held(self, timeout: float) -> bool:
+        """Wait until a hold has begun; True if it did within ``timeout`` seconds."""
+        return self.held.wait(timeout)
 
     def release(self, index: int | None = None) -> None:
-        """Forward again what held connections have buffered (all, or connection ``index``)."""
+        """Forward again what held connections have buffered (all, or connection ``index``).
+        Releasing all also disarms the holds not yet reached."""
         with self._lock:
             if index is None:
                 self._hold = {C2S: None, S2C: None}
+                self._frozen = False
+                for d in DIRECTIONS:
+                    self._triggers[d] = [t for t in self._triggers[d]
+                                         if t.callback != self.hold_now]
             conns = [c for c in self._all if index is None or c.index == index]
         for c in conns:
             with c.cond:
                 for lane in c.lanes.values():
                     lane.held = False
                 c.cond.notify_all()
+        with self._lock:
+            if not self._frozen and not any(lane.held for c in self._all
+                                            for lane in c.lanes.values()):
+                self.held.clear()
+
+    def admit_serially(self, settled: bytes) -> None:
+        """Hold each connection's server bytes until every earlier one was sent
+        ``settled`` (a regex) or closed: the server answers one login at a time."""
+        with self._lock:
+            self._admit = re.compile(settled)
+
+    def hold_responses(self, pattern: bytes, until: Callable[[], bool]) -> None:
+        """Hold every server chunk matching ``pattern`` (a regex) until ``until()`` is true."""
+        with self._lock:
+            self._response_hold = (re.compile(pattern), until)
+
+    @property
+    def settled_connections(self) -> int:
+        """Connections that were sent the admit_serially pattern, or closed before it."""
+        with self._lock:
+            return sum(1 for c in self._all if c.settled or c.closed.is_set())
 
     def when_bytes(self, n_bytes: int, callback: Callable[[], None], direction: str = C2S, *,
-                   pattern: bytes | None = None, min_index: int = 0) -> None:
+                   pattern: bytes | None = None, min_index: int = 0, nth: int = 1) -> None:
         """Call ``callback()`` (on the proxy thread forwarding those bytes, which waits for
-        it) once ``n_bytes`` more have been forwarded, or ``pattern`` has been."""
+        it) once ``n_bytes`` more have been forwarded, or ``pattern`` has been ``nth`` times."""
+        if nth < 1:
+            raise ValueError("nth must be >= 1")
         (d,) = _directions(direction)
         with self._lock:
-            self._triggers[d].append(_Trigger(n_bytes, callback, pattern, min_index))
+            self._triggers[d].append(_Trigger(n_bytes, callback, pattern, min_index, nth))
 
     def when_read(self, callback: Callable[[], None], *, pattern: bytes, direction: str = C2S,
                   min_index: int = 0) -> None:
@@ -494,6 +575,8 @@ class TcpProxy:
             self._patterns.clear()
             self._triggers = {C2S: [], S2C: []}
             self._read_triggers = {C2S: [], S2C: []}
+            self._admit = None
+            self._response_hold = None
         if release:
             self.release()
 
@@ -565,6 +648,23 @@ class TcpProxy:
     def _forget(self, conn: _Conn) -> None:
         with self._lock:
             self._conns.discard(conn)
+
+    def _keeps_back(self, conn: _Conn, lane: _Lane, piece: memoryview) -> bool:
+        """Whether a hold keeps ``piece`` (next on ``lane``) from being forwarded now."""
+        with self._lock:
+            if self._frozen or lane.held:
+                return True
+            if lane.direction != S2C:
+                return False
+            if self._admit is not None and any(
+                    not c.settled and not c.closed.is_set() for c in self._all[:conn.index]):
+                return True  # an earlier connection's login is not answered yet
+            if self._response_hold is None:
+                return False
+            regex, until = self._response_hold
+            if regex.search(lane.tail + bytes(piece)) is None:
+                return False
+        return not until()  # outside the lock: until() may ask the proxy
 
     def _buffer_limit(self, direction: str) -> int:
         rate = self._rate[direction]
@@ -667,12 +767,11 @@ class TcpProxy:
         """Send ``data`` on, applying faults and pacing; False = stop this direction."""
         view = memoryview(data)
         while view:
-            if lane.held and not conn.wait_while_held(lane):
-                return False
-            piece = view
             rate = self._rate[lane.direction]
+            piece = view[:max(1, int(rate / 20))] if rate else view
+            if not conn.wait_until_free(lane, piece):
+                return False
             if rate:
-                piece = view[:max(1, int(rate / 20))]
                 now = time.monotonic()
                 lane.next_send = max(lane.next_send, now)
                 if not conn._sleep_until(lane.next_send):
@@ -689,11 +788,14 @@ class TcpProxy:
                 before = lane.tail
                 lane.tail = (lane.tail + chunk)[-64:]
                 self._advance(lane.direction, n, lane, action, what)
-                fired = self._fire(conn, lane.direction, n, before + chunk)
+                fired = self._fire(conn, lane.direction, before, chunk)
                 if pattern is not None:
                     pattern.times -= 1
                     if pattern.times <= 0 and pattern in self._patterns:
                         self._patterns.remove(pattern)
+                settles = (lane.direction == S2C and self._admit is not None
+                           and not conn.settled and self._admit.search(before + chunk) is not None)
+                conn.settled = conn.settled or settles
             # count before sending, so a peer that got the bytes sees them counted
             if lane.direction == C2S:
                 self._count_to_server(conn, chunk)
@@ -701,6 +803,8 @@ class TcpProxy:
                 self._count_from_server(conn, chunk)
             if chunk and not conn.send(lane, chunk):
                 return False
+            if settles:
+                self._wake()  # the next connection in line may now be answered
             for callback in fired:
                 callback()
             if rate:
@@ -725,8 +829,14 @@ class TcpProxy:
                 conn.abort(what.rst)
                 return False
             if action == "hold":
-                with conn.cond:
-                    lane.held = True
+                assert isinstance(what, _Hold)
+                with self._lock:
+                    if what.everything:
+                        self._frozen = True
+                    else:
+                        with conn.cond:
+                            lane.held = True
+                    self.held.set()
             if action == "stall":
                 assert isinstance(what, _Stall)
                 # interruptible sleep: stop() or a fault closing this connection ends it
@@ -778,20 +888,24 @@ class TcpProxy:
         if action == "hold" and self._hold[direction] is what:
             self._hold[direction] = None  # one-shot
 
-    def _fire(self, conn: _Conn, direction: str, n: int,
-              seen: bytes) -> list[Callable[[], None]]:
-        """Callbacks whose byte count or pattern these ``n`` bytes reach (lock held)."""
+    def _fire(self, conn: _Conn, direction: str, before: bytes,
+              chunk: bytes) -> list[Callable[[], None]]:
+        """Callbacks whose byte count or pattern ``chunk`` (forwarded after ``before``)
+        reaches (lock held)."""
         fired: list[_Trigger] = []
         keep: list[_Trigger] = []
+        seen = before + chunk
         for t in self._triggers[direction]:
             if conn.index < t.min_index:
                 keep.append(t)
                 continue
             if t.pattern is None:
-                t.remaining -= n
+                t.remaining -= len(chunk)
                 hit = t.remaining <= 0
             else:
-                hit = n > 0 and t.pattern in seen
+                # only the occurrences that end in this chunk (the rest were counted)
+                t.times -= seen.count(t.pattern, max(len(before) - len(t.pattern) + 1, 0))
+                hit = t.times <= 0
             (fired if hit else keep).append(t)
         self._triggers[direction] = keep
         return [t.callback for t in fired]

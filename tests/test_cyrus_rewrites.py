@@ -1,10 +1,10 @@
 """What a destination that changes messages on APPEND does to restore, copy and verify.
 
 Cyrus replaces 8-bit header bytes with 'X' and refuses bare-LF messages (see
-docs/servers.md). These tests state what mailmigrate must still guarantee there; the
-Cyrus cases that fail today are marked xfail(strict=True): making them pass is the
-"servers that change what they store" part of issue 11 (another change, against a fake
-rewriting server), and a strict xfail turns red as soon as it does, so the mark goes.
+docs/servers.md). These tests state what mailmigrate must still guarantee there, on
+Dovecot (which keeps what it is given) and on Cyrus: rewritten messages are recognised
+by their rewrite-tolerant form (migrate/formats/rewrites.py), verify names what the
+destination changed, and APPEND sends CRLF line ends.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from test_backup import DATES, server_state
 from test_copy import SOURCE_PW, copy_args
 from test_restore import restore_args, state_env
 
-REWRITTEN = pytest.mark.xfail(strict=True, reason="issue 11: rewritten on APPEND, other helper")
-DESTINATIONS = [pytest.param("dovecot", id="dovecot"),
-                pytest.param("cyrus", id="cyrus", marks=REWRITTEN)]
+DESTINATIONS = [pytest.param("dovecot", id="dovecot"), pytest.param("cyrus", id="cyrus")]
 
 EIGHT_BIT = ["Message-ID: <umlaut@rw>\r\nSubject: Grüße aus Köln\r\n\r\nÄÖÜ\r\n".encode(),
              "Message-ID: <latin@rw>\r\nFrom: Jörg <j@x>\r\n\r\nplain\r\n".encode("latin-1")]
@@ -104,8 +102,32 @@ def test_restore_of_an_lf_mbox_lands_whole(server, tmp_path):
         b"From a@b Mon Jan  1 00:00:00 2001\nMessage-ID: <lf%d@rw>\nSubject: lf %d\n\nbody\n\n"
         % (i, i) for i in range(3)))
     b = server.add_user()
-    done = run_cli(*restore_args(mbox, server, b, "--json"), env=state_env(tmp_path, b.password))
+    env = state_env(tmp_path, b.password)
+    state_file = tmp_path / "state.sqlite"
+    args = restore_args(mbox, server, b, "--json", "--state", str(state_file))
+    done = run_cli(*args, env=env)
     assert done.code == 0, done.out + done.err
     assert sum(inbox(server, b).values()) == 0  # the file's folder is "Old", not INBOX
     state = server_state(server, b, ["Old"])["Old"]
     assert len(state) == 3
+    # APPEND sent CRLF line ends; every byte else is the file's.
+    assert sorted(raw for raw, _, _ in state.values()) == [
+        b"Message-ID: <lf%d@rw>\r\nSubject: lf %d\r\n\r\nbody\r\n" % (i, i) for i in range(3)]
+    # The CRLF copies are the LF messages to the exactly-once look-up: an APPEND left
+    # in doubt is found, and so is every message by a run with a fresh state file ...
+    conn = sqlite3.connect(state_file)
+    with conn:
+        conn.execute("UPDATE placements SET state = 'doubt', dest_uid = NULL")
+    conn.close()
+    settled = run_cli(*args, env=env)
+    assert settled.code == 0, settled.out + settled.err
+    assert settled.json()["new_messages"] == 0 and settled.json()["in_doubt_resolved"] == 3
+    fresh = run_cli(*restore_args(mbox, server, b, "--json", "--state",
+                                  str(tmp_path / "fresh.sqlite")), env=env)
+    assert fresh.code == 0, fresh.out + fresh.err
+    assert fresh.json()["new_messages"] == 0 and fresh.json()["found_on_destination"] == 3
+    assert len(server_state(server, b, ["Old"])["Old"]) == 3
+    # ... and to verify, which compares the file with the server.
+    check = run_cli("verify", str(mbox), imap_url(server, b), "--password-env", PASSWORD_ENV,
+                    env=env)
+    assert check.code == 0, check.out + check.err

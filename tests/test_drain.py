@@ -338,7 +338,7 @@ def test_kill9_loop_exactly_once_and_nothing_lost(server, account, tmp_path, kin
 
             def arm(phase: str = phase, n: int = new_messages, size: int = new_bytes) -> None:
                 if phase == "retr":
-                    proxy.hold_after(rng.randrange(0, size))
+                    proxy.hold(after=rng.randrange(0, size), direction="s2c", everything=True)
                 elif phase == "dele":
                     proxy.hold_after_client_sends(b"DELE ", rng.randint(1, n))
                 else:  # the server has QUIT (and so deletes); its answer never arrives

@@ -227,7 +227,8 @@ def test_ctrl_c_prints_its_line_below_the_bars(dovecot, account, tmp_path):
 
     seed_folders(dovecot, account, {"INBOX": 60, "Work": 60})
     with TcpProxy(dovecot.host, dovecot.imap_port, record=False) as proxy:
-        proxy.hold_after(120_000)  # mid-transfer: bars drawn, the client waits for more
+        # mid-transfer: bars drawn, the client waits for more
+        proxy.hold(after=120_000, direction="s2c", everything=True)
 
         def interrupt(proc) -> None:
             assert proxy.wait_held(60)

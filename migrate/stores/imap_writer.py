@@ -32,6 +32,11 @@ Exactly once without a transaction that spans the server and us (see
 Content is compared in the IMAP wire form (CRLF line ends; a NUL as
 Dovecot stores it), because servers normalise bare LFs on output: a message
 restored from an LF mbox comes back with CRLF and is still the same message.
+It is sent with every bare LF as CRLF: APPEND takes an RFC 5322 message, whose
+lines end in CRLF (RFC 3501 6.3.11, RFC 5322 2.3); Cyrus refuses a bare LF
+("Message contains bare newlines") and Dovecot serves it as CRLF anyway, so
+nothing a server would keep is changed (a bare CR, which both keep, is sent as
+it is: docs/servers.md, "Bytes"). The archive keeps the source's bytes.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from migrate.stores.imap_state import JobState, Placement, Reappend
 
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) ([0-9:,]+)\]")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 _WS = re.compile(r"\s+")
 # RFC 3501 atom-specials plus '\' (only system flags may start with it).
 _ATOM_BAD = re.compile(r'[\x00-\x20\x7f(){%*"\\\]]')
@@ -94,6 +100,14 @@ REAPPEND_WATCH = 3600.0
 
 
 # -- message identity -------------------------------------------------------------
+def appended_form(raw: bytes) -> bytes:
+    """What APPEND sends for ``raw``: every bare LF as CRLF, all else unchanged (the same
+    object when there is no bare LF: no copy of a large message)."""
+    if raw.count(b"\n") == raw.count(b"\r\n"):
+        return raw
+    return _BARE_LF.sub(b"\r\n", raw)
+
+
 def wire_form(raw: bytes) -> bytes:
     """The bytes an IMAP server gives back for ``raw``: CRLF line ends, NUL as 0x80."""
     crlf = raw.count(b"\r\n")
@@ -948,7 +962,7 @@ class ImapDestination:
         return d
 
     def _entry(self, it: _Item, flags: tuple[str, ...]) -> dict[str, Any]:
-        entry: dict[str, Any] = {"msg": it.msg.raw, "flags": flags}
+        entry: dict[str, Any] = {"msg": appended_form(it.msg.raw), "flags": flags}
         date = self._date(it)
         if date is not None:
             entry["date"] = date

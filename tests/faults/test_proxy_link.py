@@ -5,10 +5,12 @@ its rate), so a loaded machine cannot make these fail."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from proxy import TcpProxy
 
@@ -191,5 +193,187 @@ def test_hold_on_a_pattern_release_one_connection_and_triggers():
             a.close()
             b.close()
             assert proxy.wait_connection_closed(0, 5)
+    finally:
+        server.close()
+
+
+class Responder:
+    """A real line-based TCP server: sends ``greeting`` to each client, then for every
+    line it reads writes ``answer(line)`` back (a stand-in for a server's replies)."""
+
+    def __init__(self, greeting: bytes, answer: Callable[[bytes], bytes]) -> None:
+        self.greeting, self.answer = greeting, answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError), conn.makefile("rb") as lines:
+            conn.sendall(self.greeting)
+            for line in lines:
+                conn.sendall(self.answer(line))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def recv_until(sock: socket.socket, end: bytes, timeout: float = 10) -> bytes:
+    sock.settimeout(timeout)
+    got = b""
+    while not got.endswith(end):
+        data = sock.recv(65536)
+        assert data, got
+        got += data
+    return got
+
+
+def nothing_arrives(sock: socket.socket) -> bool:
+    """True if no byte arrives within a short while: it cannot fail while a hold holds
+    (on a loaded machine too); it catches a hold that leaks."""
+    sock.settimeout(0.3)
+    try:
+        sock.recv(1, socket.MSG_PEEK)  # a byte, or the end of the connection
+    except TimeoutError:
+        return True
+    return False
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_hold_everything_stops_every_connection_both_ways_until_release():
+    server = Responder(b"", lambda line: b"echo " + line)
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            proxy.hold(after=5, direction="c2s", everything=True)
+            assert not proxy.held.is_set()
+            echoed, read = threading.Event(), threading.Event()
+            proxy.when_read(echoed.set, pattern=b"echo 1234\n", direction="s2c")
+            proxy.when_read(read.set, pattern=b"zz\n", min_index=1)
+            a = socket.create_connection(proxy.address)
+            a.sendall(b"1234\n")  # the 5th byte passes, then everything stops
+            assert proxy.wait_held(10)
+            assert echoed.wait(10)  # the server answered: the proxy holds the answer
+            b = socket.create_connection(proxy.address)  # new connections are held too
+            b.sendall(b"zz\n")
+            assert read.wait(10)  # the proxy has b's line: it holds it
+            assert nothing_arrives(a) and nothing_arrives(b)
+            assert proxy.bytes_to_server == 5 and proxy.bytes_from_server == 0
+            proxy.release()
+            assert not proxy.held.is_set()
+            assert recv_until(a, b"\n") == b"echo 1234\n"
+            assert recv_until(b, b"\n") == b"echo zz\n"
+            a.close()
+            b.close()
+    finally:
+        server.close()
+
+
+def test_hold_after_client_sends_counts_occurrences_across_connections():
+    """The 2nd "DELE" in all holds everything, after the chunk carrying it went through;
+    an occurrence split across two chunks counts once, a passed one is not counted again."""
+    server = Responder(b"", lambda line: b"+OK " + line)
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            proxy.hold_after_client_sends(b"DELE", 2)
+            a = socket.create_connection(proxy.address)
+            a.sendall(b"DE")
+            wait_for(lambda: proxy.bytes_to_server == 2)
+            a.sendall(b"LE 1\n")
+            assert recv_until(a, b"\n") == b"+OK DELE 1\n"
+            a.sendall(b"NOOP\n")  # the first DELE is in the proxy's memory of a: no count
+            assert recv_until(a, b"\n") == b"+OK NOOP\n"
+            assert not proxy.held.is_set()
+            b = socket.create_connection(proxy.address)
+            b.sendall(b"DELE 2\n")
+            assert proxy.wait_held(10)
+            wait_for(lambda: proxy.bytes_to_server == len(b"DELE 1\nNOOP\nDELE 2\n"))
+            assert nothing_arrives(b)  # the server's answer is held
+            proxy.release()
+            assert recv_until(b, b"\n") == b"+OK DELE 2\n"
+            a.close()
+            b.close()
+    finally:
+        server.close()
+
+
+def test_release_disarms_holds_not_yet_reached():
+    server = Responder(b"", lambda line: line)
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            proxy.hold_after_client_sends(b"QUIT")
+            proxy.hold(after=100, direction="s2c", everything=True)
+            proxy.release()
+            s = socket.create_connection(proxy.address)
+            s.sendall(b"QUIT" + b"x" * 200 + b"\n")
+            assert recv_until(s, b"\n") == b"QUIT" + b"x" * 200 + b"\n"
+            assert not proxy.held.is_set()
+            s.close()
+    finally:
+        server.close()
+
+
+def test_admit_serially_answers_one_login_at_a_time():
+    server = Responder(b"* OK hello\r\n",
+                       lambda line: b"a OK Logged in\r\n" if b"LOGIN" in line else b"a BAD\r\n")
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            proxy.admit_serially(rb"Logged in")
+            a = socket.create_connection(proxy.address)
+            assert recv_until(a, b"\r\n") == b"* OK hello\r\n"
+            greeted = threading.Event()
+            proxy.when_read(greeted.set, pattern=b"hello", direction="s2c", min_index=1)
+            b = socket.create_connection(proxy.address)
+            c = socket.create_connection(proxy.address)
+            assert greeted.wait(10)
+            assert nothing_arrives(b)  # a's login is not answered yet
+            assert proxy.settled_connections == 0
+            a.sendall(b"a NOOP\r\n")  # not the settling answer
+            assert recv_until(a, b"\r\n") == b"a BAD\r\n"
+            assert nothing_arrives(b)
+            a.sendall(b"a LOGIN u p\r\n")
+            assert recv_until(a, b"\r\n") == b"a OK Logged in\r\n"
+            assert recv_until(b, b"\r\n") == b"* OK hello\r\n"
+            assert nothing_arrives(c)  # c waits for b, not only for a
+            b.close()  # a connection that closes before its login counts as done
+            assert recv_until(c, b"\r\n") == b"* OK hello\r\n"
+            assert proxy.settled_connections == 2
+            a.close()
+            c.close()
+    finally:
+        server.close()
+
+
+def test_hold_responses_keeps_matching_answers_until_the_condition():
+    server = Responder(b"* OK\r\n", lambda line: b"* 1 FETCH (x)\r\n" if b"FETCH" in line
+                       else b"a OK\r\n")
+    go = threading.Event()
+    try:
+        with TcpProxy("127.0.0.1", server.port) as proxy:
+            proxy.hold_responses(rb"\* \d+ FETCH", until=go.is_set)
+            s = socket.create_connection(proxy.address)
+            assert recv_until(s, b"\r\n") == b"* OK\r\n"
+            s.sendall(b"a NOOP\r\n")
+            assert recv_until(s, b"\r\n") == b"a OK\r\n"  # other answers pass
+            answered = threading.Event()
+            proxy.when_read(answered.set, pattern=b"FETCH (x)", direction="s2c")
+            s.sendall(b"a FETCH 1\r\n")
+            assert answered.wait(10)
+            assert nothing_arrives(s)
+            go.set()
+            assert recv_until(s, b"\r\n") == b"* 1 FETCH (x)\r\n"
+            s.close()
     finally:
         server.close()
