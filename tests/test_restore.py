@@ -228,7 +228,10 @@ def test_in_doubt_appends_are_looked_up_not_repeated(server, tmp_path):
         conn.execute("UPDATE placements SET state = 'doubt', dest_uid = NULL WHERE dest_uid IN (?, ?)",
                       gone)
     conn.close()
-    third = run_cli(*args, env=env)
+    # The doubt is fresh, so this run waits for a late copy of the APPEND it repeats
+    # (tests/faults/test_fault_late_append.py): that wait is --timeout plus the batch's
+    # time on the wire, kept short here.
+    third = run_cli(*args, "--timeout", "5", env=env)
     assert third.code == 0, third.err
     assert third.json()["new_messages"] == 2
     inbox = server_state(server, b, ["INBOX"])["INBOX"]
