@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import Any
 
 import imapclient
+from imapclient import imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from migrate.config.endpoints import Endpoint, PasswordSource
@@ -33,6 +34,7 @@ from migrate.errors import (
     ThrottledError,
 )
 from migrate.folders import make_folder, special_use_of
+from migrate.labels import canonical, folder_label, role
 from migrate.model import (
     FlagChange,
     Folder,
@@ -374,6 +376,43 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str,
     return sorted(folders.values(), key=lambda f: f.name)
 
 
+# X-GM-EXT-1 (https://developers.google.com/gmail/imap/imap-extensions): the message's
+# unique ID, its thread and its labels, fetched with the listing so that a message shown
+# in several label folders is known as one before any body moves.
+GM_ITEMS = ("FLAGS", "INTERNALDATE", "X-GM-MSGID", "X-GM-THRID", "X-GM-LABELS")
+
+
+def gmail_labels(value: Any) -> tuple[str, ...]:
+    """X-GM-LABELS as text: modified UTF-7 decoded, system labels in one spelling."""
+    out: list[str] = []
+    for item in value if isinstance(value, list | tuple) else ():
+        if isinstance(item, int):
+            item = str(item).encode()  # a label that is all digits is parsed as a number
+        text = imap_utf7.decode(item) if isinstance(item, bytes) else str(item)
+        label = canonical(text)
+        if label and label not in out:
+            out.append(label)
+    return tuple(out)
+
+
+def gmail_meta(folder: Folder, item: dict[bytes, Any]
+               ) -> tuple[str | None, tuple[str, ...] | None, str | None]:
+    """(X-GM-MSGID, X-GM-LABELS, X-GM-THRID) of one FETCH item.
+
+    The folder's own label is added where the answer leaves it out (Gmail does not
+    always list the label of the selected folder): a message listed in "Work" has
+    the label Work, whatever the answer says.
+    """
+    gid = _number(item.get(b"X-GM-MSGID"))
+    thread = _number(item.get(b"X-GM-THRID"))
+    labels = gmail_labels(item.get(b"X-GM-LABELS", ()))
+    own = folder_label(folder) if role(folder) == "label" else None
+    if own is not None and own not in labels:
+        labels = (*labels, own)
+    return (str(gid) if gid is not None else None, labels,
+            str(thread) if thread is not None else None)
+
+
 class ImapSource:
     """Reads folders and messages from an IMAP account."""
 
@@ -385,6 +424,10 @@ class ImapSource:
         self.client = self._connect()
         caps = capabilities(self.client, endpoint.host)
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
+        #: Gmail (X-GM-EXT-1): every listed message carries its X-GM-MSGID (the ``gid``
+        #: that lets a destination link a message it holds instead of fetching it
+        #: again), its X-GM-THRID and X-GM-LABELS.
+        self.gmail = "X-GM-EXT-1" in caps
         self._selected: str | None = None
         self._uidvalidity: dict[str, int] = {}
 
@@ -481,6 +524,14 @@ class ImapSource:
     def list_folders(self) -> list[Folder]:
         return list_imap_folders(self.client, self.endpoint.host)
 
+    def transfer_order(self, folders: Sequence[Folder]) -> list[list[Folder]]:
+        """Gmail: All Mail, Spam and Trash first (every message is in exactly one of
+        them), the label folders after, so that they only link (base.OrderedSource)."""
+        if not self.gmail:
+            return [list(folders)]
+        first = [f for f in folders if role(f) in ("all", "outside")]
+        return [first, [f for f in folders if f not in first]]
+
     def status(self, folder: Folder) -> FolderStatus:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
@@ -529,10 +580,11 @@ class ImapSource:
         # A set: a server that lists a UID twice gets it fetched once.
         uids = sorted({u for u in self._search(criteria, folder, "list messages of")
                        if u > checkpoint.last_uid})
+        items = ["RFC822.SIZE", *(GM_ITEMS if self.gmail else ())]
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
             try:
-                sizes = self.client.fetch(chunk, ["RFC822.SIZE"])
+                sizes = self.client.fetch(chunk, items)
             except (IMAPClientAbortError, OSError) as exc:
                 raise self._guard(f"listing {folder.name!r}", exc) from None
             except REPLY_SHAPE_ERRORS as exc:
@@ -545,7 +597,15 @@ class ImapSource:
                 if data is None:  # expunged meanwhile
                     continue
                 size = _number(data.get(b"RFC822.SIZE"))
-                yield MessageRef(key=str(uid), uid=uid, size=size or 0)
+                if not self.gmail:
+                    yield MessageRef(key=str(uid), uid=uid, size=size or 0)
+                    continue
+                date = data.get(b"INTERNALDATE")
+                gid, labels, thread = gmail_meta(folder, data)
+                yield MessageRef(key=str(uid), uid=uid, size=size or 0,
+                                 flags=normalise_flags(data.get(b"FLAGS", ())),
+                                 internaldate=date if isinstance(date, datetime) else None,
+                                 gid=gid, labels=labels, thread=thread)
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
@@ -566,10 +626,13 @@ class ImapSource:
         uids = sorted(u for u in set(uids) if u <= checkpoint.last_uid)
         try:
             for start in range(0, len(uids), LIST_CHUNK):
-                data = self.client.fetch(uids[start:start + LIST_CHUNK], ["FLAGS"])
+                data = self.client.fetch(uids[start:start + LIST_CHUNK],
+                                         ["FLAGS", "X-GM-LABELS"] if self.gmail else ["FLAGS"])
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
-                                     flags=normalise_flags(data[uid].get(b"FLAGS", ())))
+                                     flags=normalise_flags(data[uid].get(b"FLAGS", ())),
+                                     labels=gmail_meta(folder, data[uid])[1] if self.gmail
+                                     else None)
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading flags of {folder.name!r}", exc) from None
         except REPLY_SHAPE_ERRORS as exc:
@@ -588,7 +651,7 @@ class ImapSource:
         self._limit[0] = 2 * max(r.size for r in refs) + LITERAL_SLACK
         try:
             data: dict[int, dict[bytes, Any]] = self.client.fetch(
-                uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+                uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE", *(GM_ITEMS[2:] if self.gmail else ())])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
         except REPLY_SHAPE_ERRORS as exc:
@@ -609,10 +672,12 @@ class ImapSource:
             if raw is None:
                 continue  # vanished or unreadable: stays "new" for the next run
             internaldate = item.get(b"INTERNALDATE")
+            gid, labels, thread = gmail_meta(folder, item) if self.gmail else (None, None, None)
             yield Message(
                 key=str(uid), uid=uid, raw=bytes(raw),
                 flags=normalise_flags(item.get(b"FLAGS", ())),
                 internaldate=internaldate if isinstance(internaldate, datetime) else None,
+                gid=gid, labels=labels, thread=thread,
             )
 
     def close(self) -> None:
