@@ -30,7 +30,7 @@ message enters it. ``lang="de"`` gives the German names under ``[Google Mail]``
 
 What it counts, for the tests: ``body_fetches`` (per account, {msgid: n}) is every
 BODY[] / BODY.PEEK[] / RFC822 the server sent, so "one download per message" is
-counted at the server; ``appends`` and ``label_stores`` likewise.
+counted at the server; ``appends``, ``label_stores`` and ``commands`` likewise.
 
 One thread per connection; all state under one lock. Commands outside what is
 listed answer BAD, so a client that needs more fails loudly here.
@@ -122,6 +122,7 @@ class Account:
         self.body_fetches: Counter[int] = Counter()
         self.appends = 0
         self.label_stores = 0
+        self.commands: Counter[str] = Counter()  # e.g. "STATUS", "UID FETCH", after login
         self.uidvalidity = itertools.count(600001)
 
     # -- folder names ---------------------------------------------------------------
@@ -508,6 +509,7 @@ class FakeGmail:
             return b"", b"OK [CAPABILITY " + CAPS + b"] " + name.encode() + b" authenticated"
         if acct is None:
             return b"", b"BAD not logged in"
+        acct.commands[("UID " if uid else "") + cmd.decode()] += 1
         if cmd == b"ENABLE":
             return b"* ENABLED\r\n", b"OK Success"
         if cmd == b"NAMESPACE":
@@ -816,3 +818,39 @@ class FakeGmail:
 
 
 __all__ = ["Account", "FakeGmail", "GMessage", "User", "imap_date"]
+
+
+# -- a labelled account for the tests --------------------------------------------------
+#: (labels, flags, where) of the seeded messages: every kind of placement there is.
+SEED = [
+    (("\\Inbox",), set(), "all"),
+    (("\\Inbox", "Work"), {"\\Seen"}, "all"),
+    (("Work", "\\Important", "Privat/Ünter"), {"\\Seen", "$Forwarded"}, "all"),
+    (("\\Sent",), {"\\Seen"}, "all"),
+    (("\\Sent", "Work", "\\Starred"), {"\\Seen", "\\Flagged"}, "all"),
+    ((), {"\\Seen"}, "all"),  # archived: in All Mail only
+    (("\\Draft",), {"\\Draft"}, "all"),
+    (("Muy Importante", "Work"), {"\\Answered", "\\Seen"}, "all"),
+    ((), set(), "spam"),
+    ((), {"\\Seen"}, "trash"),
+]
+
+
+def seed_message(i: int, tag: str = "gm", size: int = 0) -> bytes:
+    body = (f"message {i} of {tag}\r\n" + "x" * size + "\r\n").encode()
+    return (f"Message-ID: <{tag}{i}@gmail.test>\r\nFrom: a{i}@example.org\r\n"
+            f"To: me@gmail.test\r\nSubject: {tag} {i} Grüße\r\n"
+            f"Date: Mon, {1 + i % 27:02d} Jan 2024 10:00:00 +0100\r\n\r\n").encode() + body
+
+
+def seed(account: Account, tag: str = "gm") -> int:
+    """The :data:`SEED` messages into ``account`` (one thread for two of them); returns
+    how many."""
+    first = None
+    for i, (labels, flags, where) in enumerate(SEED):
+        when = datetime(2023, 1 + i % 12, 1 + i, 8 + i, 30, tzinfo=UTC)
+        msg = account.add(seed_message(i, tag), labels=labels, flags=set(flags),
+                          date=imap_date(when), where=where,
+                          thread_of=first.thrid if first is not None and i == 1 else None)
+        first = first or msg
+    return len(SEED)

@@ -298,6 +298,7 @@ class ImapDestination:
         reporter: Reporter | None = None,
         timeout: float = 60.0,
         source_profile: Profile | None = None,
+        default_names: dict[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -333,7 +334,9 @@ class ImapDestination:
         self.gmail = "X-GM-EXT-1" in caps
         self._all_mail = next((f for f in self.dest_folders if f.special_use == "\\All"
                                and f.selectable), None) if self.gmail else None
-        create = dict(hints.create_names)
+        # default_names: what to call a special folder neither side's preset names (the
+        # archive folder of Gmail's unlabelled messages, "Archive").
+        create = {**(default_names or {}), **hints.create_names}
         if self._all_mail is not None:
             create["\\Archive"] = self._all_mail.name  # Gmail's archive is All Mail
         self.mapper = FolderMapper(self.dest_folders, self.delimiter, rules, prefix, special_use,
