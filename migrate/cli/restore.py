@@ -195,10 +195,9 @@ def _run_to_imap(
     whose folder names help the mapping.
     """
     from migrate.stores.imap_writer import ImapDestination
-    from migrate.stores.label_view import MODES, LabelView, labelled
+    from migrate.stores.label_view import LabelView, labelled
 
-    if gmail_labels not in MODES:
-        raise UsageError(f"--gmail-labels {gmail_labels!r}: choose one of {', '.join(MODES)}")
+    _check_gmail_labels(gmail_labels)
     has_labels = labelled(source)
     rules = parse_rules(map_rules)
     options = TransferOptions(include=folder or (), exclude=exclude or (),
@@ -265,6 +264,13 @@ def _run_to_imap(
             typer.echo(f"mailmigrate: not copied: {text}", err=True)
     return transfer_outcome(result, {**extra, "destination": endpoint.display(),
                                      "state": str(state_path), **summary}, message_errors)
+
+
+def _check_gmail_labels(value: str) -> None:
+    from migrate.stores.label_view import MODES
+
+    if value not in MODES:
+        raise UsageError(f"--gmail-labels {value!r}: choose one of {', '.join(MODES)}")
 
 
 def _paced(open_source: Callable[[], SourceStore], reporter: Reporter,
@@ -344,6 +350,7 @@ def restore(
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
     def body() -> Outcome:
+        _check_gmail_labels(gmail_labels)
         endpoint = parse_endpoint(dest, insecure=insecure, cafile=str(cafile) if cafile else None)
         password = LoginOptions(password_env, password_file, password_command,
                                oauth2_token_command).source(endpoint)
@@ -414,6 +421,7 @@ def copy(
     def body() -> Outcome:
         from migrate.stores.imap import ImapSource
 
+        _check_gmail_labels(gmail_labels)
         src_ep = parse_endpoint(source, insecure=insecure, cafile=str(cafile) if cafile else None)
         dst_ca = dest_cafile or cafile
         dst_ep = parse_endpoint(dest, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
