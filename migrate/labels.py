@@ -13,6 +13,7 @@ export) uses them, so they live below all of them.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -128,10 +129,16 @@ _FROM_TAKEOUT = {v.casefold(): k for k, v in _TAKEOUT_OF.items()} | {"draft": DR
 
 
 def to_takeout(labels: Sequence[str], seen: bool) -> str:
-    """The ``X-Gmail-Labels`` value for a message (as Takeout writes it)."""
+    """The ``X-Gmail-Labels`` value for a message, as Takeout writes it: one ASCII line,
+    a label with a comma in double quotes, one in another script an RFC 2047 word."""
     words = [_TAKEOUT_OF.get(canonical(x), x) for x in labels]
     words.append("Opened" if seen else "Unread")
-    return ",".join(f'"{w}"' if "," in w else w for w in words)
+    out = []
+    for w in words:
+        if not w.isascii() or not w.isprintable() or '"' in w:
+            w = "=?UTF-8?B?" + base64.b64encode(w.encode("utf-8")).decode("ascii") + "?="
+        out.append(f'"{w}"' if "," in w else w)
+    return ",".join(out)
 
 
 def from_takeout(names: Iterable[str]) -> tuple[str, ...]:

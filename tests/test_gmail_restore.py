@@ -268,3 +268,37 @@ def test_restore_of_a_plain_archive_to_gmail_labels_each_folder(dovecot, tmp_pat
         assert done.code == 0, done.err
         got = Counter(labels for labels, _, _, _ in gmail.account(target).state().values())
     assert got == Counter({("\\Inbox",): 1, ("Projekte/2024",): 1, ("\\Sent",): 1})
+
+
+def test_export_mbox_writes_takeout_labels_once_per_message_and_restores_to_gmail(
+        two_gmails, tmp_path):
+    import mailbox
+
+    from migrate.stores.foreign_mbox import split_labels
+
+    gmail, other = two_gmails
+    user, target = gmail.add_user(), other.add_user()
+    src, dst = gmail.account(user), other.account(target)
+    total = seed(src)
+    env = env_for(tmp_path, **{PW: user.password, PW2: target.password})
+    archive = tmp_path / "a.sqlite"
+    backup(gmail, user, archive, env)
+    out = tmp_path / "export.mbox"
+    done = run_cli("export", str(archive), str(out), "--json", env=env)
+    assert done.code == 0, done.err
+    # as Takeout: each message once, its labels in X-Gmail-Labels (readable by any mbox tool)
+    box = mailbox.mbox(str(out))
+    try:
+        found = {m["Message-ID"]: split_labels(m["X-Gmail-Labels"]) for m in box}
+    finally:
+        box.close()
+    assert len(found) == total
+    assert found["<gm4@gmail.test>"] == ["Sent", "Work", "Starred", "Opened"]
+    assert found["<gm2@gmail.test>"] == ["Work", "Important", "Privat/Ünter", "Opened"]
+    assert found["<gm8@gmail.test>"] == ["Spam", "Unread"]
+    assert found["<gm0@gmail.test>"] == ["Inbox", "Unread"]
+    restored = run_cli("restore", str(out), url(other, target), "--password-env", PW2, "--json",
+                       env=env)
+    assert restored.code == 0, restored.err
+    assert dst.appends == total
+    assert comparable(dst) == comparable(src)

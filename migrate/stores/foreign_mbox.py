@@ -417,11 +417,24 @@ class ForeignMbox:
                     # (a Status of its own, X-Gmail-Labels) are its bytes, not metadata.
                     skip, flags_of = ours
                     self.exported += 1
-                    uses.setdefault(folder_of_file, None)
+                    # Our fourth line, when the message had Gmail labels: placed by them,
+                    # as a Takeout message is.
+                    labelled = mboxrd.parse_labels_line(head[skip:])
+                    placed: list[str] = [folder_of_file]
+                    labels: tuple[str, ...] | None = None
+                    if labelled is not None:
+                        skip += labelled[0]
+                        self.takeout = True
+                        names = split_labels(labelled[1])
+                        placed, labels = takeout_placement(names)[0], from_takeout(names)
+                        for name in placed:
+                            uses.setdefault(name, _TAKEOUT_USES.get(name))
+                    else:
+                        uses.setdefault(folder_of_file, None)
                     self.entries.append(Entry(
                         key=str(from_offset), offset=start + skip, length=max(0, length - skip),
                         flags=flags_of, internaldate=parse_from_line(from_line) if mark.dated else None,
-                        folders=(folder_of_file,), unquote=True, mark=mark))
+                        folders=tuple(placed), unquote=True, mark=mark, labels=labels))
                     continue
                 self.changed += 1
             fields = header_fields(head, _META_HEADERS)
@@ -429,7 +442,7 @@ class ForeignMbox:
             if expunged:
                 self.expunged += 1
                 continue
-            labels: tuple[str, ...] | None = None
+            labels = None
             if "x-gmail-labels" in fields:
                 self.takeout = True
                 names = split_labels(fields["x-gmail-labels"])
