@@ -136,7 +136,7 @@ class Account:
         out += [(label, None) for label in self.user_labels]
         return out
 
-    def use_of(self, name: str) -> str | None | bool:
+    def use_of(self, name: str) -> str | bool | None:
         """The special use of folder ``name``: a use, None for INBOX or a label, False
         for a folder that does not exist."""
         for n, use in self.folder_names():

@@ -32,8 +32,17 @@ from datetime import date
 
 from imapclient import imap_utf7
 
-from migrate.labels import DRAFT, IMPORTANT, INBOX, SENT, STARRED, canonical, folder_label, \
-    folder_labels, role
+from migrate.labels import (
+    DRAFT,
+    IMPORTANT,
+    INBOX,
+    SENT,
+    STARRED,
+    canonical,
+    folder_label,
+    folder_labels,
+    role,
+)
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores.base import SourceStore
 
