@@ -197,7 +197,7 @@ def test_gmail_labels_keywords_keeps_one_copy_on_dovecot(dovecot, tmp_path, via)
         if via == "copy":
             done = run_cli("copy", url(gmail, user), imap_url(dovecot, target), "--password-env",
                            PW, "--dest-password-env", PASSWORD_ENV, "--gmail-labels", "keywords",
-                           "--json", env=env)
+                           "--json", "--max-connections", "3", env=env)
         else:
             archive = tmp_path / "tree"
             backup(gmail, user, archive, env)
