@@ -123,6 +123,7 @@ class Account:
         self.appends = 0
         self.label_stores = 0
         self.commands: Counter[str] = Counter()  # e.g. "STATUS", "UID FETCH", after login
+        self.raw_searches: list[str] = []  # the X-GM-RAW queries asked
         self.uidvalidity = itertools.count(600001)
 
     # -- folder names ---------------------------------------------------------------
@@ -661,6 +662,7 @@ class FakeGmail:
                 # [EXT] "Extension of the SEARCH command: X-GM-RAW": Gmail's search syntax;
                 # only "rfc822msgid:<id>" is understood here.
                 query = text_of(t.next())
+                acct.raw_searches.append(query)
                 m = re.match(r"rfc822msgid:(\S+)", query)
                 want = m.group(1).strip("<>") if m else None
                 found = [u for u in found if want and f"<{want}>".encode()
@@ -817,7 +819,6 @@ class FakeGmail:
         return b"".join(out)
 
 
-__all__ = ["Account", "FakeGmail", "GMessage", "User", "imap_date"]
 
 
 # -- a labelled account for the tests --------------------------------------------------
@@ -854,3 +855,7 @@ def seed(account: Account, tag: str = "gm") -> int:
                           thread_of=first.thrid if first is not None and i == 1 else None)
         first = first or msg
     return len(SEED)
+
+
+__all__ = ["SEED", "Account", "FakeGmail", "GMessage", "User", "imap_date", "seed",
+           "seed_message"]

@@ -302,3 +302,41 @@ def test_export_mbox_writes_takeout_labels_once_per_message_and_restores_to_gmai
     assert restored.code == 0, restored.err
     assert dst.appends == total
     assert comparable(dst) == comparable(src)
+
+
+def test_in_doubt_appends_to_gmail_are_found_by_message_id_and_get_their_labels(two_gmails,
+                                                                                tmp_path):
+    """Killed after APPEND, before its labels and its "done": the rerun finds the message
+    in All Mail with Gmail's search (X-GM-RAW rfc822msgid:, no listing of the account),
+    appends nothing, and sets the labels then."""
+    import sqlite3
+
+    gmail, other = two_gmails
+    user, target = gmail.add_user(), other.add_user()
+    src, dst = gmail.account(user), other.account(target)
+    total = seed(src)
+    env = env_for(tmp_path, **{PW: user.password, PW2: target.password})
+    archive = tmp_path / "a.sqlite"
+    backup(gmail, user, archive, env)
+    state = tmp_path / "state.sqlite"
+    args = ["restore", str(archive), url(other, target), "--password-env", PW2, "--json",
+            "--state", str(state)]
+    assert run_cli(*args, env=env).code == 0
+    conn = sqlite3.connect(state)
+    with conn:  # the carriers back in doubt, the label folders not reached yet
+        conn.execute("DELETE FROM placements WHERE rowid NOT IN (SELECT MIN(rowid) FROM"
+                     " placements GROUP BY dest_folder, dest_uid)")
+        doubted = conn.execute("UPDATE placements SET state = 'doubt', dest_uid = NULL").rowcount
+    conn.close()
+    for msg in dst.messages.values():  # and their labels were never set
+        for label in [x for x in msg.labels if x not in ("\\Sent", "\\Draft", "\\Starred")]:
+            dst.remove_label(msg, label)
+    dst.sync_all()
+    assert doubted == total
+    again = run_cli(*args, env=env)
+    assert again.code == 0, again.err
+    assert again.json()["in_doubt_resolved"] >= doubted
+    assert dst.appends == total
+    assert len([q for q in dst.raw_searches if q.startswith("rfc822msgid:")]) == doubted
+    got, want = comparable(dst), comparable(src)
+    assert {k: v for k, v in got.items() if want[k] != v} == {}

@@ -603,8 +603,13 @@ class ImapDestination:
             if self._fold(server_name) not in self._existing:
                 self.state.forget(src_folder, [p.src_key for p in rows])
                 continue
-            index = self._index_for(server_name)
+            index = self._gmail_candidates(server_name, rows) or self._index_for(server_name)
             uids = self._match(server_name, index, [_Want.of(p) for p in rows])
+            cached = self._index.get(server_name)
+            if cached is not None and cached is not index:
+                for uid in uids:
+                    if uid is not None:
+                        cached.claim(uid)
             found = [replace(p, state="done", dest_uid=uid, dest_uidvalidity=index.uidvalidity)
                      for p, uid in zip(rows, uids, strict=True) if uid is not None]
             # Killed between APPEND and its labels: they are set now, before "done".
@@ -616,6 +621,28 @@ class ImapDestination:
                        and (p.dest_uidvalidity is None or p.dest_uidvalidity == index.uidvalidity)]
             self.state.missed(src_folder, found, misses, records)
             self.resolved_doubts += len(rows)
+
+    def _gmail_candidates(self, server_name: str, rows: Sequence[Placement]) -> _DestIndex | None:
+        """Gmail: the doubted messages' candidates, found account-wide by Message-ID.
+
+        Gmail's search (X-GM-RAW ``rfc822msgid:``, "Extension of the SEARCH command" in
+        https://developers.google.com/gmail/imap/imap-extensions) finds a message in All
+        Mail however large the account, so a rerun after a kill fetches the headers of
+        a few candidates instead of listing the whole folder. None (list the folder)
+        for a server without it, or a doubted message without a Message-ID.
+        """
+        if self._all_mail is None or not all(p.ident.startswith("id:<") for p in rows):
+            return None
+        self._select(server_name)
+        uv = self._uidvalidity.get(server_name)
+        found: set[int] = set()
+        for p in rows:
+            query = "rfc822msgid:" + p.ident[3:].strip().strip("<>")
+            found.update(self._search(server_name, ["X-GM-RAW", query]))
+        claimed = self.state.claimed_uids(server_name, uv)
+        index = _DestIndex(uidvalidity=uv)
+        self._scan(server_name, index, sorted(found - claimed))
+        return index
 
     def _watch_record(self, src_folder: str, p: Placement, uidvalidity: int | None,
                       now: float) -> Reappend:
