@@ -10,7 +10,10 @@ work per folder is what makes the guarantees:
    run's total before the first message moves; each folder's step reuses it.
 2. Flags of already-held messages are refreshed (CHANGEDSINCE where offered).
 3. New messages are listed with their sizes and fetched in batches bounded
-   by bytes, so memory follows the largest message, not the folder.
+   by bytes, so memory follows the largest message, not the folder. Those the
+   destination already holds under the source's ``gid`` (one message shown in
+   several folders: Gmail's labels) are linked instead, with no body fetched,
+   in listing order with the stored ones (``LinkingDestination``).
 4. Each batch is stored with its checkpoint in one durable step; a crash
    loses at most the batch in flight, which the next run fetches again.
 5. Only then is the folder marked done at the STATUS taken in step 1.
