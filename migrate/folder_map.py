@@ -38,8 +38,12 @@ from migrate.errors import UsageError
 from migrate.folders import SLASH_STANDIN, split_namespace
 from migrate.model import Folder
 
-# The special uses worth mapping: one folder per account has each.
-MAPPED_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive")
+# The special uses worth mapping: one folder per account has each. \All is Gmail's All
+# Mail (every message once), \Important and \Flagged its Important and Starred views:
+# they go to the destination's folders of that use where there are some (a Gmail to
+# Gmail copy, "[Gmail]/All Mail" to "[Google Mail]/Alle Nachrichten").
+MAPPED_USES = ("\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive", "\\All", "\\Important",
+               "\\Flagged")
 
 # Names providers and clients give these folders, for servers (and archives)
 # that do not announce RFC 6154 attributes. Compared case-insensitively.
@@ -68,6 +72,12 @@ WELL_KNOWN: dict[str, tuple[str, ...]] = {
                "[Google Mail]/Spam", "INBOX/Junk", "INBOX/Spam", "Junk-E-Mail", "Spamverdacht",
                "Indésirables", "Ongewenste e-mail"),
     "\\Archive": ("Archive", "Archives", "Archiv", "INBOX/Archive"),
+    "\\All": ("[Gmail]/All Mail", "[Google Mail]/All Mail", "[Gmail]/Alle Nachrichten",
+               "[Google Mail]/Alle Nachrichten"),
+    "\\Important": ("[Gmail]/Important", "[Google Mail]/Important", "[Gmail]/Wichtig",
+                     "[Google Mail]/Wichtig"),
+    "\\Flagged": ("[Gmail]/Starred", "[Google Mail]/Starred", "[Gmail]/Markiert",
+                   "[Google Mail]/Markiert"),
 }
 
 # What replaces the destination's delimiter inside one level ("v1.2" -> "v1_2").

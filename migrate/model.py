@@ -69,6 +69,13 @@ class MessageRef:
     uid: int | None = None
     flags: tuple[str, ...] = ()
     internaldate: datetime | None = None
+    #: One message the source shows in several folders has one ``gid`` (Gmail's
+    #: X-GM-MSGID): a destination that already holds it links it instead of a second
+    #: download (see ``LinkingDestination``). ``labels`` (Gmail's X-GM-LABELS; None
+    #: when the source has none) and ``thread`` (X-GM-THRID) ride along.
+    gid: str | None = None
+    labels: tuple[str, ...] | None = None
+    thread: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,11 @@ class Message:
     internaldate: datetime | None = None
     uid: int | None = None
     sha256: str = field(default="", compare=False)
+    #: As on :class:`MessageRef`: the message's identity across the source's folders,
+    #: its labels and its thread, where the source has them.
+    gid: str | None = None
+    labels: tuple[str, ...] | None = None
+    thread: str | None = None
 
     def __post_init__(self) -> None:
         if not self.sha256:
@@ -98,6 +110,8 @@ class FlagChange:
     key: str
     flags: tuple[str, ...]
     uid: int | None = None
+    #: The message's labels now (None: the source has no labels, or they did not change).
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass

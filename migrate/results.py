@@ -21,12 +21,17 @@ class FolderResult:
     error: str | None = None
     #: Left (wholly or in part) for the next run: the run's budget was spent.
     deferred: bool = False
+    #: Messages the destination already held under the source's ``gid`` (Gmail's
+    #: X-GM-MSGID) and recorded here without fetching their bodies again.
+    linked: int = 0
+    linked_bytes: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
             "folder": self.name, "new_messages": self.new_messages, "new_bytes": self.new_bytes,
             "flags_updated": self.flags_updated, "unchanged": self.unchanged,
             "vanished": self.vanished, "error": self.error, "deferred": self.deferred,
+            "linked": self.linked,
         }
 
 
@@ -48,6 +53,15 @@ class TransferResult:
         return sum(f.flags_updated for f in self.folders)
 
     @property
+    def downloads_saved(self) -> int:
+        """Bodies not fetched again: messages linked by ``gid`` (a Gmail label folder)."""
+        return sum(f.linked for f in self.folders)
+
+    @property
+    def bytes_saved(self) -> int:
+        return sum(f.linked_bytes for f in self.folders)
+
+    @property
     def more(self) -> bool:
         """True when the run stopped at its budget with folders left to do."""
         return any(f.deferred for f in self.folders)
@@ -63,6 +77,8 @@ class TransferResult:
             "new_messages": self.new_messages,
             "new_bytes": self.new_bytes,
             "flags_updated": self.flags_updated,
+            "downloads_saved": self.downloads_saved,
+            "bytes_saved": self.bytes_saved,
             "errors": self.errors,
             "more": self.more,
             "per_folder": [f.as_dict() for f in self.folders],

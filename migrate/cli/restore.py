@@ -108,6 +108,11 @@ VerifyDestOAuth2Opt = Annotated[str | None, typer.Option(
     help="OAuth2 login to the second server; never taken from --oauth2-token-command.")]
 DestCafileOpt = Annotated[Path | None, typer.Option(
     "--dest-cafile", help="Trust this CA bundle for the destination (default: --cafile).")]
+GmailLabelsOpt = Annotated[str, typer.Option(
+    "--gmail-labels", metavar="HOW",
+    help="Gmail labels to a server without labels: folders (a folder per label, unlabelled "
+    "mail in Archive), keywords (one copy, labels as keywords) or first (one copy, in the "
+    "first label's folder). To Gmail, labels stay labels.")]
 
 
 # -- sources ------------------------------------------------------------------------
@@ -181,6 +186,7 @@ def _run_to_imap(
     extra: dict[str, Any], policy: RetryPolicy, rate: str | None = None,
     open_source: Callable[[], SourceStore] | None = None, connections: int = 1,
     source_profile: Profile | None = None, chunk: Budget | None = None,
+    gmail_labels: str = "folders",
 ) -> Outcome:
     """The shared body of restore and copy: state, destination, the engine, the report.
 
@@ -189,7 +195,10 @@ def _run_to_imap(
     whose folder names help the mapping.
     """
     from migrate.stores.imap_writer import ImapDestination
+    from migrate.stores.label_view import LabelView, labelled
 
+    _check_gmail_labels(gmail_labels)
+    has_labels = labelled(source)
     rules = parse_rules(map_rules)
     options = TransferOptions(include=folder or (), exclude=exclude or (),
                               since=parse_since(since), dry_run=dry_run, connections=connections,
@@ -209,7 +218,9 @@ def _run_to_imap(
                                  lambda: ImapDestination(
                                      endpoint, password, job, rules=rules, prefix=prefix,
                                      special_use=special_use, dry_run=dry_run, reporter=reporter,
-                                     timeout=timeout, source_profile=source_profile))
+                                     timeout=timeout, source_profile=source_profile,
+                                     default_names={"\\Archive": "Archive"} if has_labels
+                                     else None))
         except BaseException:
             if fresh:  # the login failed: a state file that never held anything goes again
                 job.close()
@@ -220,6 +231,15 @@ def _run_to_imap(
         try:
             if isinstance(source, RetryingSource):
                 source.reporter = reporter
+            if has_labels:
+                extra = {**extra, "gmail_labels": "labels" if dest.gmail else gmail_labels}
+            if has_labels and not dest.gmail:
+                # A destination without labels: the view says where each message goes.
+                view = LabelView(source, gmail_labels)
+                source = view
+                if open_paced is not None:
+                    more = open_paced
+                    open_paced = lambda: LabelView(more(), gmail_labels, like=view)  # noqa: E731
             dest.plan(source.list_folders())
             writer = RetryingDestination(dest, policy, reporter)
             result = transfer(limited(source, pacer), writer, options, reporter,
@@ -244,6 +264,13 @@ def _run_to_imap(
             typer.echo(f"mailmigrate: not copied: {text}", err=True)
     return transfer_outcome(result, {**extra, "destination": endpoint.display(),
                                      "state": str(state_path), **summary}, message_errors)
+
+
+def _check_gmail_labels(value: str) -> None:
+    from migrate.stores.label_view import MODES
+
+    if value not in MODES:
+        raise UsageError(f"--gmail-labels {value!r}: choose one of {', '.join(MODES)}")
 
 
 def _paced(open_source: Callable[[], SourceStore], reporter: Reporter,
@@ -317,11 +344,13 @@ def restore(
     rate: RateOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    gmail_labels: GmailLabelsOpt = "folders",
     log_file: LogFileOpt = None,
 ) -> None:
     """Replay an archive or a foreign mbox file into an IMAP account; re-runs append nothing twice."""
 
     def body() -> Outcome:
+        _check_gmail_labels(gmail_labels)
         endpoint = parse_endpoint(dest, insecure=insecure, cafile=str(cafile) if cafile else None)
         password = LoginOptions(password_env, password_file, password_command,
                                oauth2_token_command).source(endpoint)
@@ -338,7 +367,7 @@ def restore(
                 prefix=prefix, special_use=special_use, state=state, timeout=timeout,
                 lock_wait=lock_wait, extra=extra, policy=retry_policy(retries, retry_delay),
                 rate=rate, source_profile=_archive_profile(source),
-                chunk=budget(max_time, max_bytes))
+                chunk=budget(max_time, max_bytes), gmail_labels=gmail_labels)
         finally:
             source.close()
 
@@ -379,6 +408,7 @@ def copy(
     max_connections: MaxConnectionsOpt = None,
     max_time: MaxTimeOpt = None,
     max_bytes: MaxBytesOpt = None,
+    gmail_labels: GmailLabelsOpt = "folders",
     log_file: LogFileOpt = None,
 ) -> None:
     """Copy one IMAP account into another, streaming, no archive; re-runs copy only what is new.
@@ -391,6 +421,7 @@ def copy(
     def body() -> Outcome:
         from migrate.stores.imap import ImapSource
 
+        _check_gmail_labels(gmail_labels)
         src_ep = parse_endpoint(source, insecure=insecure, cafile=str(cafile) if cafile else None)
         dst_ca = dest_cafile or cafile
         dst_ep = parse_endpoint(dest, insecure=insecure, cafile=str(dst_ca) if dst_ca else None)
@@ -419,7 +450,8 @@ def copy(
                 state=state, timeout=timeout, lock_wait=lock_wait,
                 extra={"source": src_ep.display()}, policy=policy, rate=run.rate,
                 open_source=open_source, connections=run.connections,
-                source_profile=run.profile, chunk=budget(max_time, max_bytes))
+                source_profile=run.profile, chunk=budget(max_time, max_bytes),
+                gmail_labels=gmail_labels)
         finally:
             src.close()
 

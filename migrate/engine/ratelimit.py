@@ -93,6 +93,10 @@ class RateLimitedSource:
         take = getattr(self.inner, "take_failures", None)
         return list(take(folder)) if callable(take) else []
 
+    def transfer_order(self, folders: Sequence[Folder]) -> list[list[Folder]]:
+        order = getattr(self.inner, "transfer_order", None)
+        return list(order(folders)) if callable(order) else [list(folders)]
+
     def close(self) -> None:
         self.inner.close()
 

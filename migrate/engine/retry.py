@@ -42,7 +42,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError, ThrottledError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
-from migrate.stores.base import DestinationStore, SourceStore
+from migrate.stores.base import DestinationStore, LinkingDestination, OrderedSource, SourceStore
 
 T = TypeVar("T")
 
@@ -283,6 +283,12 @@ class RetryingSource(_RetryingStore):
         """Messages of ``folder`` skipped by :meth:`fetch` (and forgets them)."""
         return self._failures.pop(folder.name, [])
 
+    def transfer_order(self, folders: Sequence[Folder]) -> list[list[Folder]]:
+        """The inner source's order (see :class:`~migrate.stores.base.OrderedSource`)."""
+        if isinstance(self.inner, OrderedSource):
+            return self.inner.transfer_order(folders)
+        return [list(folders)]
+
     def close(self) -> None:
         self.inner.close()
 
@@ -320,6 +326,21 @@ class RetryingDestination(_RetryingStore):
             todo[:] = [m for m in todo if m.key in still]
 
         return self._do(f"storing into {folder.name!r}", send, settle)
+
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        """The inner destination's answer (it only reads its own records)."""
+        if not isinstance(self.inner, LinkingDestination):
+            return set()
+        return self.inner.linkable(folder, refs)
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        inner = self.inner
+        if not isinstance(inner, LinkingDestination):
+            return 0
+        # Linking twice is harmless (a label set again, a placement found), so a
+        # dropped connection just links the whole run again.
+        return self._do(f"linking in {folder.name!r}", lambda: inner.link(folder, refs),
+                        lambda: self._settle(folder))
 
     def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
         return self._do(f"updating flags in {folder.name!r}",

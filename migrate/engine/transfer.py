@@ -10,7 +10,10 @@ work per folder is what makes the guarantees:
    run's total before the first message moves; each folder's step reuses it.
 2. Flags of already-held messages are refreshed (CHANGEDSINCE where offered).
 3. New messages are listed with their sizes and fetched in batches bounded
-   by bytes, so memory follows the largest message, not the folder.
+   by bytes, so memory follows the largest message, not the folder. Those the
+   destination already holds under the source's ``gid`` (one message shown in
+   several folders: Gmail's labels) are linked instead, with no body fetched,
+   in listing order with the stored ones (``LinkingDestination``).
 4. Each batch is stored with its checkpoint in one durable step; a crash
    loses at most the batch in flight, which the next run fetches again.
 5. Only then is the folder marked done at the STATUS taken in step 1.
@@ -32,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from migrate.engine.parallel import Aborted, CallQueue, Forwarding, Serialized
 from migrate.errors import MailmigrateError, MessageError
@@ -40,7 +43,7 @@ from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
 from migrate.results import FolderResult, TransferResult
-from migrate.stores.base import DestinationStore, SourceStore
+from migrate.stores.base import DestinationStore, LinkingDestination, SourceStore
 
 DEFAULT_BATCH_BYTES = 8 * 1024 * 1024
 DEFAULT_BATCH_MESSAGES = 400
@@ -136,20 +139,36 @@ def transfer(
     result.folders = [FolderResult(f.name) for f in folders]
     plans = _plan(source, dest, folders, options)
     reporter.planned({f.name: p.expected for f, p in zip(folders, plans, strict=True)})
-    work = list(zip(folders, result.folders, plans, strict=True))
-    # What STATUS proved unchanged costs nothing more: done here, so that extra
-    # connections are opened only for folders that have work (a no-op run opens one).
-    busy = [item for item in work if item[0].selectable and not item[2].unchanged(options)]
-    if options.connections > 1 and open_source is not None and len(busy) > 1:
-        for folder, folder_result, plan in work:
-            if not (folder.selectable and not plan.unchanged(options)):
+    everything = list(zip(folders, result.folders, plans, strict=True))
+    for group in _groups(source, folders):
+        names = {f.name for f in group}
+        work = [item for item in everything if item[0].name in names]
+        # What STATUS proved unchanged costs nothing more: done here, so that extra
+        # connections are opened only for folders that have work (a no-op run opens one).
+        busy = [item for item in work if item[0].selectable and not item[2].unchanged(options)]
+        if options.connections > 1 and open_source is not None and len(busy) > 1:
+            for folder, folder_result, plan in work:
+                if not (folder.selectable and not plan.unchanged(options)):
+                    _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
+            _transfer_parallel(source, dest, busy, options, reporter, open_source)
+        else:
+            for folder, folder_result, plan in work:
                 _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
-        _transfer_parallel(source, dest, busy, options, reporter, open_source)
-    else:
-        for folder, folder_result, plan in work:
-            _transfer_one(source, dest, folder, options, reporter, folder_result, plan)
     reporter.finish(result)
     return result
+
+
+def _groups(source: SourceStore, folders: list[Folder]) -> list[list[Folder]]:
+    """The folders in the groups the source wants done one after the other (an
+    :class:`~migrate.stores.base.OrderedSource`: Gmail's All Mail before its labels,
+    so that parallel connections never fetch one message twice); else one group."""
+    order = getattr(source, "transfer_order", None)
+    if not callable(order):
+        return [folders]
+    groups: list[list[Folder]] = order(folders)
+    placed = {f.name for g in groups for f in g}
+    rest = [f for f in folders if f.name not in placed]
+    return [g for g in [*groups, rest] if g]
 
 
 @dataclass
@@ -376,10 +395,19 @@ def _transfer_folder(
                 out.new_bytes += sum(r.size for r in todo)
                 reporter.advance(len(todo), sum(r.size for r in todo))
                 continue
-            future = pool.submit(_fetch_batch, source, folder, todo)
-            if pending is not None:
-                _store_batch(dest, folder, *pending, reporter, out, options.budget)
-            pending = (todo, future)
+            for linked, run in _runs(todo, _linkable(dest, folder, todo)):
+                if linked:
+                    # Stored in listing order: a pending batch (lower UIDs) first, so a
+                    # checkpoint never covers a UID that is not stored yet.
+                    if pending is not None:
+                        _store_batch(dest, folder, *pending, reporter, out, options.budget)
+                        pending = None
+                    _link_batch(dest, folder, run, reporter, out)
+                    continue
+                future = pool.submit(_fetch_batch, source, folder, run)
+                if pending is not None:
+                    _store_batch(dest, folder, *pending, reporter, out, options.budget)
+                pending = (run, future)
         if pending is not None:
             _store_batch(dest, folder, *pending, reporter, out, options.budget)
     # Messages the source had to skip (see migrate.engine.retry) make the pass
@@ -390,6 +418,41 @@ def _transfer_folder(
         out.error = f"{len(skipped)} messages not archived: " + "; ".join(skipped[:5])
     if not options.dry_run and not out.deferred:
         dest.finish_folder(folder, status, complete=options.since is None and not skipped)
+
+
+def _linkable(dest: DestinationStore, folder: Folder, todo: Sequence[MessageRef]) -> set[str]:
+    """Keys of ``todo`` the destination already holds under the source's ``gid`` (a
+    :class:`~migrate.stores.base.LinkingDestination`): their bodies need no fetch."""
+    linkable = getattr(dest, "linkable", None)
+    if not callable(linkable) or not any(r.gid for r in todo):
+        return set()
+    found: set[str] = linkable(folder, [r for r in todo if r.gid])
+    return found
+
+
+def _runs(todo: Sequence[MessageRef], linked: set[str]) -> Iterator[tuple[bool, list[MessageRef]]]:
+    """``todo`` cut into consecutive runs of linked and of fetched refs, in order."""
+    run: list[MessageRef] = []
+    kind = False
+    for ref in todo:
+        this = ref.key in linked
+        if run and this != kind:
+            yield kind, run
+            run = []
+        kind = this
+        run.append(ref)
+    if run:
+        yield kind, run
+
+
+def _link_batch(dest: DestinationStore, folder: Folder, run: list[MessageRef],
+                reporter: Reporter, out: FolderResult) -> None:
+    """Record messages the destination holds in this folder too, with no body moved."""
+    linked = cast(LinkingDestination, dest).link(folder, run)
+    out.linked += linked
+    out.linked_bytes += sum(r.size for r in run) if linked == len(run) else 0
+    out.new_messages += linked
+    reporter.advance(len(run), 0)
 
 
 def _fetch_batch(source: SourceStore, folder: Folder, todo: list[MessageRef]) -> list[Message]:

@@ -230,6 +230,11 @@ def iter_frame_spans(fp: BinaryIO, start: int = 0, end: int | None = None) -> It
 #   D \\Deleted). A keyword is written as it is unless it holds a byte outside
 #   '!'..'~' or a '%' (never in an IMAP atom): then as %XX of its UTF-8.
 #
+# A message with Gmail labels (an archive of a Gmail account) gets a fourth line,
+# ``X-Gmail-Labels: ...`` as Google Takeout writes it (one ASCII line, a label with a
+# comma in double quotes, other scripts as RFC 2047 encoded words), so that the file
+# reads like a Takeout export elsewhere and restores into labels here.
+#
 # The reader takes the three lines off only if they are exactly what
 # :func:`status_lines` writes for the flags they spell, so a message that had
 # its own Status header keeps it, and a message whose three lines a mail client
@@ -247,6 +252,7 @@ _X_STATUS: Final = (("\\Answered", "A"), ("\\Flagged", "F"), ("\\Draft", "T"), (
 _LETTER_FLAG: Final = {letter: flag for flag, letter in _X_STATUS}
 _KEYWORD_SAFE: Final = frozenset(range(0x21, 0x7F)) - {ord("%")}
 _BARE_LF: Final = re.compile(rb"(?<!\r)\n")
+_LABELS_RE: Final = re.compile(rb"X-Gmail-Labels: ([ -~]*)\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,7 +333,21 @@ def parse_status_lines(data: bytes) -> tuple[int, tuple[str, ...]] | None:
     return match.end(), tuple(sorted(flags))
 
 
-def encode_export(raw: bytes, flags: Iterable[str] = (), date: datetime | None = None) -> Frame:
+def labels_line(value: str) -> bytes:
+    """The fourth line of an exported frame: Takeout's ``X-Gmail-Labels`` (ASCII)."""
+    return b"X-Gmail-Labels: " + value.encode("ascii") + b"\n"
+
+
+def parse_labels_line(data: bytes) -> tuple[int, str] | None:
+    """(length, value) of our ``X-Gmail-Labels`` line at the start of ``data``, else None."""
+    match = _LABELS_RE.match(data)
+    if match is None:
+        return None
+    return match.end(), match.group(1).decode("ascii")
+
+
+def encode_export(raw: bytes, flags: Iterable[str] = (), date: datetime | None = None,
+                  labels: str | None = None) -> Frame:
     """Frame ``raw`` for a self-describing export file (see the comment above).
 
     The stored body is :func:`split_eol`'s, quoted as mboxrd; if it does not
@@ -338,6 +358,8 @@ def encode_export(raw: bytes, flags: Iterable[str] = (), date: datetime | None =
     body, eol = split_eol(raw)
     mark = ExportMark(eol=eol, newline_added=not body.endswith(b"\n"), dated=date is not None)
     head = f"From {mark.sender} {asctime(date)}\n".encode("ascii") + status_lines(flags)
+    if labels is not None:
+        head += labels_line(labels)
     tail = b"\n\n" if mark.newline_added else b"\n"
     body = quote(body)
     return Frame((head, body, tail), eol, len(head) + len(body) + len(tail))

@@ -99,6 +99,46 @@ class DestinationStore(Protocol):
 
 
 @runtime_checkable
+class OrderedSource(Protocol):
+    """A source whose folders share messages, and which says which to transfer first.
+
+    Gmail's All Mail (with Spam and Trash) holds every message once; its label folders
+    show the same messages again. Done first, All Mail's messages are held by the
+    time any label folder is read, so every label folder only links (see
+    :class:`LinkingDestination`), even with several connections reading at once.
+    """
+
+    def transfer_order(self, folders: Sequence[Folder]) -> list[list[Folder]]:
+        """Groups of ``folders`` to transfer one group after the other (folders left
+        out come last)."""
+        ...
+
+
+@runtime_checkable
+class LinkingDestination(Protocol):
+    """A destination that holds a message once however many folders show it.
+
+    A source that knows one message in several folders (Gmail: a label is a
+    folder, X-GM-MSGID is the message) says so with ``MessageRef.gid``. The engine
+    asks the destination which of a batch it already holds by gid, and has it
+    record those in this folder as well (an archive adds a placement of the
+    stored content; a Gmail destination adds the label), so their bodies are
+    fetched once for the whole account. Everything else in a batch goes the
+    usual way: fetched and stored. A destination without these methods (or one
+    that returns nothing) simply gets every message fetched.
+    """
+
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        """Keys of ``refs`` whose ``gid`` this destination already holds (no writes)."""
+        ...
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        """Record ``refs`` (all linkable) in ``folder`` durably, like ``add_messages`` but
+        without bytes, with the folder's checkpoint; returns how many were recorded."""
+        ...
+
+
+@runtime_checkable
 class RetentionIndex(Protocol):
     """Archives that can say when a message was durably stored (for POP3 retention)."""
 

@@ -54,6 +54,7 @@ from imapclient import imap_utf7
 
 from migrate.errors import ArchiveError, UsageError
 from migrate.formats import mboxrd
+from migrate.labels import folder_label, role, to_takeout
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.safepath import assign_path, collision_key, short_hash
 from migrate.stores.base import DestinationStore
@@ -181,6 +182,7 @@ class MboxFileDestination(_NoUidDestination):
         self.part = self.path.with_name(self.path.name + ".part")
         self.dry_run = dry_run
         self._fp: int | None = None
+        self._written: set[str] = set()  # gids of the Gmail messages in the file
         if self.path.exists():
             raise UsageError(f"{self.path} already exists; an mbox file is written whole, so "
                              "remove it or choose another name")
@@ -195,14 +197,27 @@ class MboxFileDestination(_NoUidDestination):
     def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
         return list(refs)
 
+    # A Gmail message is written once, with all its labels in X-Gmail-Labels as Takeout
+    # writes it; its other label folders are that line, not more copies.
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        return {r.key for r in refs if r.gid is not None and r.gid in self._written}
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        return 0  # nothing more is written: the message is in the file once
+
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
         if self._fp is None:
             raise ArchiveError(f"{self.part} is not open for writing; run the export again")
-        data = b"".join(mboxrd.encode_export(m.raw, m.flags, m.internaldate).data for m in messages)
+        fresh = [m for m in messages if m.gid is None or m.gid not in self._written]
+        self._written.update(m.gid for m in fresh if m.gid is not None)
+        data = b"".join(mboxrd.encode_export(
+            m.raw, m.flags, m.internaldate,
+            to_takeout(_with_folder(folder, m.labels), "\\Seen" in m.flags)
+            if m.labels is not None else None).data for m in fresh)
         view = memoryview(data)
         while view:
             view = view[os.write(self._fp, view):]
-        return len(messages)
+        return len(fresh)
 
     def finish(self) -> None:
         if self._fp is None:
@@ -219,6 +234,15 @@ class MboxFileDestination(_NoUidDestination):
             self._fp = None
             with contextlib.suppress(OSError):
                 self.part.unlink()
+
+
+def _with_folder(folder: Folder, labels: Sequence[str] | None) -> list[str]:
+    """A message's labels and the label of the folder it is exported from."""
+    out = list(labels or ())
+    own = folder_label(folder) if role(folder) in ("label", "outside") else None
+    if own is not None and own not in out:
+        out.append(own)
+    return out
 
 
 # -- maildir:DIR --------------------------------------------------------------------------

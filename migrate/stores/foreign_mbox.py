@@ -63,6 +63,7 @@ from typing import BinaryIO
 
 from migrate.errors import ArchiveError, UsageError
 from migrate.formats import mboxrd
+from migrate.labels import from_takeout
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores.imap_writer import header_fields
 
@@ -104,6 +105,9 @@ class Entry:
     """mboxrd: take one '>' off ``>*From `` lines."""
     mark: mboxrd.ExportMark | None = None
     """Set for a frame of our own export: ``offset`` is past the three status lines."""
+    labels: tuple[str, ...] | None = None
+    """Gmail's labels (from X-Gmail-Labels): a Gmail destination sets them, and the one
+    message shown in several label folders is appended once (its ``gid`` is ``key``)."""
 
 
 def split_labels(value: str) -> list[str]:
@@ -413,11 +417,24 @@ class ForeignMbox:
                     # (a Status of its own, X-Gmail-Labels) are its bytes, not metadata.
                     skip, flags_of = ours
                     self.exported += 1
-                    uses.setdefault(folder_of_file, None)
+                    # Our fourth line, when the message had Gmail labels: placed by them,
+                    # as a Takeout message is.
+                    labelled = mboxrd.parse_labels_line(head[skip:])
+                    placed: list[str] = [folder_of_file]
+                    labels: tuple[str, ...] | None = None
+                    if labelled is not None:
+                        skip += labelled[0]
+                        self.takeout = True
+                        names = split_labels(labelled[1])
+                        placed, labels = takeout_placement(names)[0], from_takeout(names)
+                        for name in placed:
+                            uses.setdefault(name, _TAKEOUT_USES.get(name))
+                    else:
+                        uses.setdefault(folder_of_file, None)
                     self.entries.append(Entry(
                         key=str(from_offset), offset=start + skip, length=max(0, length - skip),
                         flags=flags_of, internaldate=parse_from_line(from_line) if mark.dated else None,
-                        folders=(folder_of_file,), unquote=True, mark=mark))
+                        folders=tuple(placed), unquote=True, mark=mark, labels=labels))
                     continue
                 self.changed += 1
             fields = header_fields(head, _META_HEADERS)
@@ -425,9 +442,12 @@ class ForeignMbox:
             if expunged:
                 self.expunged += 1
                 continue
+            labels = None
             if "x-gmail-labels" in fields:
                 self.takeout = True
-                folders, add, remove = takeout_placement(split_labels(fields["x-gmail-labels"]))
+                names = split_labels(fields["x-gmail-labels"])
+                labels = from_takeout(names)
+                folders, add, remove = takeout_placement(names)
                 flags = (flags | add) - remove
                 for name in folders:
                     uses.setdefault(name, _TAKEOUT_USES.get(name))
@@ -438,7 +458,8 @@ class ForeignMbox:
                                       flags=tuple(sorted(flags)),
                                       internaldate=parse_from_line(from_line),
                                       folders=tuple(folders),
-                                      unquote=self.framing == "mboxrd" or mark is not None))
+                                      unquote=self.framing == "mboxrd" or mark is not None,
+                                      labels=labels))
         self.folders: dict[str, list[int]] = {}
         for i, entry in enumerate(self.entries):
             for name in entry.folders:
@@ -459,7 +480,8 @@ class ForeignMbox:
             e = self.entries[i]
             if since is not None and e.internaldate is not None and e.internaldate.date() < since:
                 continue
-            yield MessageRef(key=e.key, size=e.length, flags=e.flags, internaldate=e.internaldate)
+            yield MessageRef(key=e.key, size=e.length, flags=e.flags, internaldate=e.internaldate,
+                             gid=e.key if e.labels is not None else None, labels=e.labels)
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
@@ -483,7 +505,9 @@ class ForeignMbox:
             entry = by_key.get(ref.key)
             if entry is not None:
                 yield Message(key=entry.key, raw=self.read(entry), flags=entry.flags,
-                              internaldate=entry.internaldate)
+                              internaldate=entry.internaldate,
+                              gid=entry.key if entry.labels is not None else None,
+                              labels=entry.labels)
 
     def close(self) -> None:
         self._fp.close()

@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import Any, TypeVar
 
 import imapclient
+from imapclient import imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from migrate.config.endpoints import Endpoint, PasswordSource
@@ -33,6 +34,7 @@ from migrate.errors import (
     ThrottledError,
 )
 from migrate.folders import make_folder, special_use_of
+from migrate.labels import canonical, folder_label, role
 from migrate.model import (
     FlagChange,
     Folder,
@@ -389,6 +391,43 @@ def list_imap_folders(client: imapclient.IMAPClient, host: str,
     return sorted(folders.values(), key=lambda f: f.name)
 
 
+# X-GM-EXT-1 (https://developers.google.com/gmail/imap/imap-extensions): the message's
+# unique ID, its thread and its labels, fetched with the listing so that a message shown
+# in several label folders is known as one before any body moves.
+GM_ITEMS = ("FLAGS", "INTERNALDATE", "X-GM-MSGID", "X-GM-THRID", "X-GM-LABELS")
+
+
+def gmail_labels(value: Any) -> tuple[str, ...]:
+    """X-GM-LABELS as text: modified UTF-7 decoded, system labels in one spelling."""
+    out: list[str] = []
+    for item in value if isinstance(value, list | tuple) else ():
+        if isinstance(item, int):
+            item = str(item).encode()  # a label that is all digits is parsed as a number
+        text = imap_utf7.decode(item) if isinstance(item, bytes) else str(item)
+        label = canonical(text)
+        if label and label not in out:
+            out.append(label)
+    return tuple(out)
+
+
+def gmail_meta(folder: Folder, item: dict[bytes, Any]
+               ) -> tuple[str | None, tuple[str, ...] | None, str | None]:
+    """(X-GM-MSGID, X-GM-LABELS, X-GM-THRID) of one FETCH item.
+
+    The folder's own label is added where the answer leaves it out (Gmail does not
+    always list the label of the selected folder): a message listed in "Work" has
+    the label Work, whatever the answer says.
+    """
+    gid = _number(item.get(b"X-GM-MSGID"))
+    thread = _number(item.get(b"X-GM-THRID"))
+    labels = gmail_labels(item.get(b"X-GM-LABELS", ()))
+    own = folder_label(folder) if role(folder) == "label" else None
+    if own is not None and own not in labels:
+        labels = (*labels, own)
+    return (str(gid) if gid is not None else None, labels,
+            str(thread) if thread is not None else None)
+
+
 class ImapSource:
     """Reads folders and messages from an IMAP account."""
 
@@ -400,6 +439,10 @@ class ImapSource:
         self.client = self._connect()
         caps = capabilities(self.client, endpoint.host)
         self.condstore = "CONDSTORE" in caps or "QRESYNC" in caps
+        #: Gmail (X-GM-EXT-1): every listed message carries its X-GM-MSGID (the ``gid``
+        #: that lets a destination link a message it holds instead of fetching it
+        #: again), its X-GM-THRID and X-GM-LABELS.
+        self.gmail = "X-GM-EXT-1" in caps
         self._selected: str | None = None
         self._exists = LIST_CHUNK + 1  # messages in the selected folder (EXISTS)
         self._uidvalidity: dict[str, int] = {}
@@ -498,6 +541,14 @@ class ImapSource:
     def list_folders(self) -> list[Folder]:
         return list_imap_folders(self.client, self.endpoint.host)
 
+    def transfer_order(self, folders: Sequence[Folder]) -> list[list[Folder]]:
+        """Gmail: All Mail, Spam and Trash first (every message is in exactly one of
+        them), the label folders after, so that they only link (base.OrderedSource)."""
+        if not self.gmail:
+            return [list(folders)]
+        first = [f for f in folders if role(f) in ("all", "outside")]
+        return [first, [f for f in folders if f not in first]]
+
     def status(self, folder: Folder) -> FolderStatus:
         items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
         if self.condstore:
@@ -541,13 +592,14 @@ class ImapSource:
                  since: date | None = None) -> Iterator[MessageRef]:
         self._select(folder)
         first = checkpoint.last_uid + 1
+        items = ["RFC822.SIZE", *(GM_ITEMS if self.gmail else ())]
         if since is None and self._exists <= LIST_CHUNK:
             # A folder this small answers "UID FETCH n:* RFC822.SIZE" in one bounded
             # response: one round trip, where SEARCH and then FETCH take two. SEARCH
             # stays for a date filter and for large folders (listed in chunks).
-            sizes = self._listing(folder, uid_fetch_from, self.client, first, ["RFC822.SIZE"])
+            sizes = self._listing(folder, uid_fetch_from, self.client, first, items)
             for uid in sorted(sizes):
-                yield MessageRef(key=str(uid), uid=uid, size=int(sizes[uid].get(b"RFC822.SIZE", 0)))
+                yield self._ref(folder, uid, sizes[uid])
             return
         criteria: list[Any] = ["UID", f"{first}:*"]
         if since is not None:
@@ -557,13 +609,23 @@ class ImapSource:
                        if u > checkpoint.last_uid})
         for start in range(0, len(uids), LIST_CHUNK):
             chunk = uids[start:start + LIST_CHUNK]
-            sizes = self._listing(folder, uid_fetch, self.client, chunk, ["RFC822.SIZE"])
+            sizes = self._listing(folder, uid_fetch, self.client, chunk, items)
             for uid in chunk:
                 data = sizes.get(uid)
-                if data is None:  # expunged meanwhile
-                    continue
-                size = _number(data.get(b"RFC822.SIZE"))
-                yield MessageRef(key=str(uid), uid=uid, size=size or 0)
+                if data is not None:  # None: expunged meanwhile
+                    yield self._ref(folder, uid, data)
+
+    def _ref(self, folder: Folder, uid: int, data: dict[bytes, Any]) -> MessageRef:
+        """One listed message; on Gmail with its X-GM-MSGID, labels, thread, flags, date."""
+        size = _number(data.get(b"RFC822.SIZE")) or 0
+        if not self.gmail:
+            return MessageRef(key=str(uid), uid=uid, size=size)
+        internaldate = data.get(b"INTERNALDATE")
+        gid, labels, thread = gmail_meta(folder, data)
+        return MessageRef(key=str(uid), uid=uid, size=size,
+                          flags=normalise_flags(data.get(b"FLAGS", ())),
+                          internaldate=internaldate if isinstance(internaldate, datetime) else None,
+                          gid=gid, labels=labels, thread=thread)
 
     def _listing(self, folder: Folder, command: Callable[..., _T], *args: Any) -> _T:
         """Run one listing command, with the listing's error mapping."""
@@ -596,10 +658,13 @@ class ImapSource:
         uids = sorted(u for u in set(uids) if u <= checkpoint.last_uid)
         try:
             for start in range(0, len(uids), LIST_CHUNK):
-                data = uid_fetch(self.client, uids[start:start + LIST_CHUNK], ["FLAGS"])
+                data = uid_fetch(self.client, uids[start:start + LIST_CHUNK],
+                                 ["FLAGS", "X-GM-LABELS"] if self.gmail else ["FLAGS"])
                 for uid in sorted(data):
                     yield FlagChange(key=str(uid), uid=uid,
-                                     flags=normalise_flags(data[uid].get(b"FLAGS", ())))
+                                     flags=normalise_flags(data[uid].get(b"FLAGS", ())),
+                                     labels=gmail_meta(folder, data[uid])[1] if self.gmail
+                                     else None)
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"reading flags of {folder.name!r}", exc) from None
         except REPLY_SHAPE_ERRORS as exc:
@@ -617,7 +682,8 @@ class ImapSource:
         # servers whose RFC822.SIZE is slightly off).
         self._limit[0] = 2 * max(r.size for r in refs) + LITERAL_SLACK
         try:
-            data = uid_fetch(self.client, uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
+            data = uid_fetch(self.client, uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE",
+                                                 *(GM_ITEMS[2:] if self.gmail else ())])
         except (IMAPClientAbortError, OSError) as exc:
             raise self._guard(f"fetching from {folder.name!r}", exc) from None
         except REPLY_SHAPE_ERRORS as exc:
@@ -638,10 +704,12 @@ class ImapSource:
             if raw is None:
                 continue  # vanished or unreadable: stays "new" for the next run
             internaldate = item.get(b"INTERNALDATE")
+            gid, labels, thread = gmail_meta(folder, item) if self.gmail else (None, None, None)
             yield Message(
                 key=str(uid), uid=uid, raw=bytes(raw),
                 flags=normalise_flags(item.get(b"FLAGS", ())),
                 internaldate=internaldate if isinstance(internaldate, datetime) else None,
+                gid=gid, labels=labels, thread=thread,
             )
 
     def close(self) -> None:

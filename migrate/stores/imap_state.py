@@ -26,8 +26,12 @@ becomes a ``reappends`` row, which takes the APPENDUID of the second APPEND
 when it is made, and is checked again later (docs/DESIGN.md, "In-doubt
 APPENDs", and :mod:`migrate.stores.imap_writer`).
 
-Schema 2 added those columns and the ``reappends`` table; a schema-1 file is
-upgraded in place when opened for writing (and read as it is for a dry run).
+Schema 2 added those columns and the ``reappends`` table; schema 3 the source's
+``gid`` of a message (Gmail's X-GM-MSGID) and its ``labels``, so that a Gmail
+destination holds a message once however many label folders show it (a placement
+in a second folder points at the first one's copy) and a doubt settled later gets
+its labels set again. Older files are upgraded in place when opened for writing
+(and read as they are for a dry run).
 
 One state file per job (source + destination). It lives in the platform's
 user state directory (``platformdirs.user_state_dir("mailmigrate")/jobs``) or
@@ -51,7 +55,7 @@ from migrate.errors import ArchiveError
 from migrate.model import FolderCheckpoint, FolderStatus
 from migrate.stores.lock import ArchiveLock
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _CHUNK = 500
 
 _SCHEMA = """
@@ -114,10 +118,12 @@ _V2_COLUMNS = (
     ("loose_ident", "TEXT"),      # identity that survives a server's header rewrites
     ("loose_sha", "TEXT"),        # sha256 of the rewrite-tolerant form (formats.rewrites)
     ("size_slack", "INTEGER NOT NULL DEFAULT 0"),  # bytes a rewrite may drop from the header
+    ("gid", "TEXT"),              # schema 3: the source's id of the message across folders
+    ("labels", "TEXT"),           # schema 3: its Gmail labels (JSON array), to set with STORE
 )
 _PLACEMENT_COLUMNS = ("src_key, dest_folder, sha256, size, ident, flags, src_uid, dest_uidvalidity,"
                       " dest_uid, state, error, raw_size, dest_uidnext, sent_at, eta, loose_ident,"
-                      " loose_sha, size_slack")
+                      " loose_sha, size_slack, gid, labels")
 
 
 def default_state_dir() -> Path:
@@ -174,6 +180,8 @@ class Placement:
     loose_ident: str | None = None
     loose_sha: str | None = None
     size_slack: int = 0
+    gid: str | None = None
+    labels: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -254,7 +262,8 @@ class JobState:
             raise ArchiveError(f"state file {path} has an unknown schema; use a newer mailmigrate")
 
     def _upgrade(self) -> None:
-        """Schema 1 -> 2: the columns and table of the in-doubt re-checks (nothing is lost)."""
+        """Schema 1 -> 2 -> 3: the columns and table of the in-doubt re-checks, then the
+        gid and labels of a message (nothing is lost)."""
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(placements)")}
         missing = [(n, t) for n, t in _V2_COLUMNS if n not in have]
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -263,6 +272,8 @@ class JobState:
         with self._tx() as conn:
             for name, kind in missing:
                 conn.execute(f"ALTER TABLE placements ADD COLUMN {name} {kind}")
+            conn.execute("CREATE INDEX IF NOT EXISTS placements_gid ON placements (gid)"
+                         " WHERE gid IS NOT NULL")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?",
                          (str(SCHEMA_VERSION), str(SCHEMA_VERSION)))
 
@@ -386,13 +397,32 @@ class JobState:
                          eta=float(r[14]) if isinstance(r[14], int | float) else None,
                          loose_ident=str(r[15]) if r[15] is not None else None,
                          loose_sha=str(r[16]) if r[16] is not None else None,
-                         size_slack=int(r[17] or 0))  # type: ignore[call-overload]
+                         size_slack=int(r[17] or 0),  # type: ignore[call-overload]
+                         gid=str(r[18]) if r[18] is not None else None,
+                         labels=tuple(json.loads(str(r[19]))) if r[19] is not None else None)
 
     def claimed_uids(self, dest_folder: str, dest_uidvalidity: int | None) -> set[int]:
         """Destination UIDs this job has placed there (they satisfy no other message)."""
         return {int(r[0]) for r in self.conn.execute(
             "SELECT dest_uid FROM placements WHERE dest_folder = ? AND dest_uid IS NOT NULL"
             " AND dest_uidvalidity IS ? AND state = 'done'", (dest_folder, dest_uidvalidity))}
+
+    def held(self, gids: Sequence[str]) -> dict[str, Placement]:
+        """{gid: the placement that put it on the destination} for messages known by the
+        source's gid and placed (done, with a destination UID) by this job."""
+        out: dict[str, Placement] = {}
+        if "NULL AS gid" in self._columns:
+            return out  # a schema-1/2 file read for a dry run: nothing known by gid
+        for start in range(0, len(gids), _CHUNK):
+            chunk = list(gids[start:start + _CHUNK])
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(
+                    f"SELECT {self._columns} FROM placements WHERE state = 'done' AND dest_uid"
+                    f" IS NOT NULL AND gid IN ({marks}) ORDER BY rowid", tuple(chunk)):
+                p = self._placement(r)
+                if p.gid is not None:
+                    out.setdefault(p.gid, p)
+        return out
 
     def has_doubts_for(self, dest_folder: str) -> bool:
         return self.conn.execute(
@@ -413,15 +443,16 @@ class JobState:
         rows = [(src_folder, p.src_key, p.src_uid, p.state, p.dest_folder, p.dest_uidvalidity,
                  p.dest_uid, p.sha256, p.size, p.raw_size or p.size, p.ident,
                  json.dumps(list(p.flags)), p.error, now, p.dest_uidnext, p.sent_at, p.eta,
-                 p.loose_ident, p.loose_sha, p.size_slack)
+                 p.loose_ident, p.loose_sha, p.size_slack, p.gid,
+                 json.dumps(list(p.labels), ensure_ascii=False) if p.labels is not None else None)
                 for p in placements]
         if rows:
             conn.executemany(
                 "INSERT OR REPLACE INTO placements (src_folder, src_key, src_uid, state,"
                 " dest_folder, dest_uidvalidity, dest_uid, sha256, size, raw_size, ident, flags,"
                 " error, updated_at, dest_uidnext, sent_at, eta, loose_ident, loose_sha,"
-                " size_slack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows)
+                " size_slack, gid, labels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                " ?, ?, ?, ?, ?, ?)", rows)
 
     def forget(self, src_folder: str, keys: Sequence[str]) -> None:
         """Drop rows of messages that turned out not to be on the destination."""
@@ -486,6 +517,16 @@ class JobState:
         with self._tx() as conn:
             conn.executemany("UPDATE reappends SET seen_uidnext = ? WHERE src_folder = ? AND"
                              " src_key = ?", [(uidnext, r.src_folder, r.src_key) for r in records])
+
+    def set_labels(self, src_folder: str, labels_by_key: dict[str, tuple[str, ...]]) -> None:
+        """The Gmail labels now set on these placements' messages."""
+        if not labels_by_key:
+            return
+        with self._tx() as conn:
+            conn.executemany(
+                "UPDATE placements SET labels = ? WHERE src_folder = ? AND src_key = ?",
+                [(json.dumps(list(v), ensure_ascii=False), src_folder, k)
+                 for k, v in labels_by_key.items()])
 
     def set_flags(self, src_folder: str, flags_by_key: dict[str, tuple[str, ...]]) -> None:
         if not flags_by_key:

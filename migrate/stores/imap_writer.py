@@ -60,6 +60,7 @@ from migrate.config.run_defaults import preset_of
 from migrate.errors import ConnectError, MessageError, QuotaError, ThrottledError
 from migrate.folder_map import FolderMapper, MapRule, Target
 from migrate.formats import rewrites
+from migrate.labels import DRAFT, SENT, SPAM, TRASH, canonical, folder_label, role
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
 from migrate.stores import imap_io
@@ -236,6 +237,7 @@ class _Item:
     result_uid: int | None = None
     error: str | None = None
     dropped: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # Gmail labels to set once it is appended
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,7 @@ class ImapDestination:
         reporter: Reporter | None = None,
         timeout: float = 60.0,
         source_profile: Profile | None = None,
+        default_names: dict[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.state = state
@@ -339,9 +342,21 @@ class ImapDestination:
         # attributes, and say what to call one that must be created here.
         hints = folder_hints(source_profile, preset_of(endpoint),
                              [f.name for f in self.dest_folders])
+        #: Gmail (X-GM-EXT-1): a message is appended once, into All Mail (Sent Mail,
+        #: Drafts for those), and its labels are set with STORE X-GM-LABELS; a label
+        #: folder's copy of a message already placed only adds the label (``link``).
+        self.gmail = "X-GM-EXT-1" in caps
+        self._all_mail = next((f for f in self.dest_folders if f.special_use == "\\All"
+                               and f.selectable), None) if self.gmail else None
+        # default_names: what to call a special folder neither side's preset names (the
+        # archive folder of Gmail's unlabelled messages, "Archive").
+        create = {**(default_names or {}), **hints.create_names}
+        if self._all_mail is not None:
+            create["\\Archive"] = self._all_mail.name  # Gmail's archive is All Mail
         self.mapper = FolderMapper(self.dest_folders, self.delimiter, rules, prefix, special_use,
-                                   ns_prefix, extra_names=hints.extra_names,
-                                   create_names=hints.create_names)
+                                   ns_prefix, extra_names=hints.extra_names, create_names=create)
+        self.labels_set = 0
+        self.labels_dropped: list[dict[str, str]] = []
         self.targets: dict[str, Target] = {}
         self.created: list[str] = []
         self.renamed: list[dict[str, str]] = []
@@ -602,16 +617,46 @@ class ImapDestination:
             if self._fold(server_name) not in self._existing:
                 self.state.forget(src_folder, [p.src_key for p in rows])
                 continue
-            index = self._index_for(server_name)
+            index = self._gmail_candidates(server_name, rows) or self._index_for(server_name)
             uids = self._match(server_name, index, [_Want.of(p) for p in rows])
+            cached = self._index.get(server_name)
+            if cached is not None and cached is not index:
+                for uid in uids:
+                    if uid is not None:
+                        cached.claim(uid)
             found = [replace(p, state="done", dest_uid=uid, dest_uidvalidity=index.uidvalidity)
                      for p, uid in zip(rows, uids, strict=True) if uid is not None]
+            # Killed between APPEND and its labels: they are set now, before "done".
+            self._store_labels(server_name, [(p.dest_uid, p.labels) for p in found
+                                             if p.dest_uid is not None and p.labels])
             misses = [p for p, uid in zip(rows, uids, strict=True) if uid is None]
             records = [self._watch_record(src_folder, p, index.uidvalidity, now) for p in misses
                        if (p.sent_at or now) + REAPPEND_WATCH > now
                        and (p.dest_uidvalidity is None or p.dest_uidvalidity == index.uidvalidity)]
             self.state.missed(src_folder, found, misses, records)
             self.resolved_doubts += len(rows)
+
+    def _gmail_candidates(self, server_name: str, rows: Sequence[Placement]) -> _DestIndex | None:
+        """Gmail: the doubted messages' candidates, found account-wide by Message-ID.
+
+        Gmail's search (X-GM-RAW ``rfc822msgid:``, "Extension of the SEARCH command" in
+        https://developers.google.com/gmail/imap/imap-extensions) finds a message in All
+        Mail however large the account, so a rerun after a kill fetches the headers of
+        a few candidates instead of listing the whole folder. None (list the folder)
+        for a server without it, or a doubted message without a Message-ID.
+        """
+        if self._all_mail is None or not all(p.ident.startswith("id:<") for p in rows):
+            return None
+        self._select(server_name)
+        uv = self._uidvalidity.get(server_name)
+        found: set[int] = set()
+        for p in rows:
+            query = "rfc822msgid:" + p.ident[3:].strip().strip("<>")
+            found.update(self._search(server_name, ["X-GM-RAW", query]))
+        claimed = self.state.claimed_uids(server_name, uv)
+        index = _DestIndex(uidvalidity=uv)
+        self._scan(server_name, index, sorted(found - claimed))
+        return index
 
     def _watch_record(self, src_folder: str, p: Placement, uidvalidity: int | None,
                       now: float) -> Reappend:
@@ -843,12 +888,28 @@ class ImapDestination:
         if not messages or self.dry_run:
             return 0
         target = self._target(folder)
-        dest = target.server_name
+        if self._all_mail is None:
+            return self._add_into(folder, target.server_name, messages, {})
+        # Gmail: each message goes once into its carrier folder, with its labels.
+        groups: dict[str, list[Message]] = {}
+        labels: dict[str, tuple[str, ...]] = {}
+        for msg in messages:
+            carrier, labels[msg.key] = self._gmail_placement(target, msg.labels)
+            groups.setdefault(carrier, []).append(msg)
+        return sum(self._add_into(folder, carrier, group, labels)
+                   for carrier, group in groups.items())
+
+    def _add_into(self, folder: Folder, dest: str, messages: Sequence[Message],
+                  labels: dict[str, tuple[str, ...]]) -> int:
+        """Append ``messages`` of source ``folder`` to destination folder ``dest``, exactly
+        once; with ``labels`` ({key: Gmail labels}) set on each before it counts as done."""
         index = self._index_for(dest)
         if dest not in self._permanent:
             self._select(dest)
         uv = index.uidvalidity
         items = [self._item(dest, msg) for msg in messages]
+        for it in items:
+            it.labels = labels.get(it.msg.key, ())
         watched = self.state.pending_reappends(folder.name, [it.msg.key for it in items])
         # 1. Already on the destination (an earlier tool, a manual copy, an APPEND of an
         #    earlier run that landed late): claim, do not append.
@@ -870,6 +931,8 @@ class ImapDestination:
         too_big = [it for it in todo if it.error is not None]
         for it in too_big:
             self._fail(folder, it)
+        self._store_labels(dest, [(p.dest_uid, p.labels) for p in done
+                                  if p.dest_uid is not None and p.labels])
         if done or too_big:
             self.state.done_with_reappends(
                 folder.name, [*done, *(self._placement(it, dest, uv, "failed") for it in too_big)],
@@ -883,9 +946,11 @@ class ImapDestination:
             self.state.record(folder.name, [
                 self._placement(it, dest, uv, "doubt", uidnext=self._uidnext.get(dest),
                                 sent_at=sent_at, eta=eta) for it in batch])
-            # 3. APPEND, then 4. done (or failed) in one commit.
+            # 3. APPEND (and, on Gmail, the labels), then 4. done (or failed) in one commit.
             self._append(dest, batch)
             uv = self._uidvalidity.get(dest, uv)
+            self._store_labels(dest, [(it.result_uid, it.labels) for it in batch
+                                      if it.error is None and it.result_uid and it.labels])
             after: list[Placement] = []
             for it in batch:
                 if it.error is not None:
@@ -907,6 +972,130 @@ class ImapDestination:
                                  f"{folder.name!r} refused ({(quota[0].error or '')[:160]}); free "
                                  "space or raise the quota, then run the same command again")
         return added
+
+    # -- Gmail: one message, many labels ---------------------------------------------
+    def _dest_folder(self, server_name: str) -> Folder:
+        """The destination folder ``server_name`` as listed (or as made by this run)."""
+        for f in self.dest_folders:
+            if f.server_name == server_name or (f.name.upper() == "INBOX" == server_name.upper()):
+                return f
+        return Folder(name=server_name, server_name=server_name, delimiter=self.delimiter)
+
+    def _dest_label(self, server_name: str) -> str | None:
+        """The Gmail label a destination folder stands for (None: All Mail, Spam, Trash)."""
+        folder = self._dest_folder(server_name)
+        return folder_label(folder) if role(folder) in ("label", "view") else None
+
+    def _use_folder(self, use: str) -> str | None:
+        return next((f.server_name for f in self.dest_folders
+                     if f.special_use == use and f.selectable), None)
+
+    def _gmail_placement(self, target: Target, labels: Sequence[str] | None
+                         ) -> tuple[str, tuple[str, ...]]:
+        """(folder to APPEND to, labels to set after) for one message bound for ``target``.
+
+        Into All Mail, with every label set by STORE X-GM-LABELS; a sent message into
+        Sent Mail and a draft into Drafts (their system labels come with the folder;
+        Gmail's documentation shows no STORE of \\Sent or \\Draft); Spam and Trash
+        take their messages as they are. The labels are the message's own (the
+        source's X-GM-LABELS, a Takeout's X-Gmail-Labels) and the target folder's, a
+        user label put through --map and --prefix like a folder name.
+        """
+        dest = self._dest_folder(target.server_name)
+        assert self._all_mail is not None
+        if role(dest) == "outside":
+            return target.server_name, ()
+        wanted: list[str] = []
+        own = self._dest_label(target.server_name)
+        for label in [*(canonical(x) for x in labels or ()), *([own] if own else [])]:
+            if label in (SPAM, TRASH):
+                continue
+            if not label.startswith("\\") and label != own:
+                label = self.mapper.map_name(label).path
+            if label not in wanted:
+                wanted.append(label)
+        carrier = self._all_mail.server_name
+        for system, use in ((DRAFT, "\\Drafts"), (SENT, "\\Sent")):
+            folder = self._use_folder(use)
+            if system in wanted and folder is not None:
+                carrier = folder
+                break
+        implied = self._dest_label(carrier)
+        return carrier, tuple(x for x in wanted if x != implied and x not in (SENT, DRAFT))
+
+    def _store_labels(self, server_name: str, pairs: Sequence[tuple[int | None, Sequence[str] | None]]
+                      ) -> None:
+        """STORE +X-GM-LABELS, one command per label for all the UIDs that get it.
+
+        Adding a label twice changes nothing, so a rerun after a kill sets them again
+        without harm. A label the server refuses is reported and dropped; the
+        message stays (it is there, with its other labels).
+        """
+        by_label: dict[str, list[int]] = {}
+        for uid, labels in pairs:
+            for label in labels or ():
+                if uid is not None:
+                    by_label.setdefault(label, []).append(uid)
+        if not by_label or self.dry_run:
+            return
+        self._select(server_name)
+        done: set[int] = set()
+        for label, uids in sorted(by_label.items()):
+            try:
+                self.client.add_gmail_labels(sorted(set(uids)), [label], silent=True)
+                done.update(uids)
+            except IMAPClientAbortError:
+                raise self._guard(f"setting labels in {server_name!r}") from None
+            except OSError:
+                raise self._guard(f"setting labels in {server_name!r}") from None
+            except IMAPClientError as exc:
+                for uid in uids:
+                    self.labels_dropped.append({"folder": server_name, "uid": str(uid),
+                                                "label": label, "error": str(exc)[:160]})
+                self.reporter.warn(f"{server_name}: label {label!r} refused for {len(uids)} "
+                                   f"messages ({str(exc)[:120]}); they keep their other labels")
+        self.labels_set += len(done)
+
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        """Refs whose message (by the source's gid) this job already put on a Gmail account."""
+        if self._all_mail is None or self.dry_run:
+            return set()
+        if role(self._dest_folder(self._target(folder).server_name)) == "outside":
+            return set()
+        held = self._held(refs)
+        return {r.key for r in refs if r.gid in held}
+
+    def _held(self, refs: Sequence[MessageRef]) -> dict[str, Placement]:
+        held = self.state.held([r.gid for r in refs if r.gid])
+        return {gid: p for gid, p in held.items()
+                if p.dest_uidvalidity is not None
+                and p.dest_uidvalidity == self._dest_uidvalidity(p.dest_folder)}
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        """A label folder's copy of a message already on Gmail: the label, not a second copy.
+
+        STORE +X-GM-LABELS of the folder's label on the message where it was put, then
+        the placement (pointing at that message) in one commit.
+        """
+        if self._all_mail is None or self.dry_run:
+            return 0
+        target = self._target(folder)
+        held = self._held(refs)
+        _, own = self._gmail_placement(target, ())
+        rows: list[Placement] = []
+        by_carrier: dict[str, list[tuple[int | None, Sequence[str]]]] = {}
+        for ref in refs:
+            p = held.get(ref.gid or "")
+            if p is None:
+                continue
+            by_carrier.setdefault(p.dest_folder, []).append(
+                (p.dest_uid, [x for x in own if x != self._dest_label(p.dest_folder)]))
+            rows.append(replace(p, src_key=ref.key, src_uid=ref.uid, state="done",
+                                labels=tuple(own) or p.labels))
+        for carrier, pairs in by_carrier.items():
+            self._store_labels(carrier, pairs)
+        self.state.record(folder.name, rows)
+        return len(rows)
 
     def _append_batches(self, items: Sequence[_Item]) -> Iterable[list[_Item]]:
         """Consecutive batches no larger than what the link carries in a quarter of
@@ -939,7 +1128,8 @@ class ImapDestination:
                          raw_size=it.msg.size, ident=it.ident, flags=it.flags, src_uid=it.msg.uid,
                          dest_uidvalidity=uv, dest_uid=uid, state=state, error=it.error,
                          dest_uidnext=uidnext, sent_at=sent_at, eta=eta,
-                         loose_ident=it.loose_ident, loose_sha=it.loose_sha, size_slack=it.slack)
+                         loose_ident=it.loose_ident, loose_sha=it.loose_sha, size_slack=it.slack,
+                         gid=it.msg.gid, labels=it.labels or None)
 
     def _fail(self, folder: Folder, it: _Item) -> None:
         failure = MessageFailure(folder.name, it.msg.key, describe(it.msg.raw), it.error or "")
@@ -1053,39 +1243,58 @@ class ImapDestination:
 
     # -- flags of messages already copied ------------------------------------------------
     def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
-        """Bring flags changed at the source since the last run to the copies we made."""
+        """Bring flags (and Gmail labels) changed at the source since the last run to the
+        copies we made, in the folder each copy is in (on Gmail, where it was put)."""
         if not changes or self.dry_run:
             return 0
         target = self._target(folder)
-        dest = target.server_name
         placed = self.state.lookup(folder.name, [c.key for c in changes])
-        uv = self._dest_uidvalidity(dest)
-        groups: dict[tuple[str, ...], list[int]] = {}
+        groups: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         new_flags: dict[str, tuple[str, ...]] = {}
+        relabel: dict[str, tuple[Placement, tuple[str, ...]]] = {}
         for change in changes:
             p = placed.get(change.key)
-            if p is None or p.state != "done" or p.dest_uid is None or p.dest_uidvalidity != uv:
+            if p is None or p.state != "done" or p.dest_uid is None:
                 continue
-            if dest not in self._permanent:
-                self._select(dest)
-            flags, _ = self._flags_for(dest, change.flags)
+            if p.dest_uidvalidity != self._dest_uidvalidity(p.dest_folder):
+                continue
+            if p.dest_folder not in self._permanent:
+                self._select(p.dest_folder)
+            flags, _ = self._flags_for(p.dest_folder, change.flags)
             if flags != p.flags:
-                groups.setdefault(flags, []).append(p.dest_uid)
+                groups.setdefault((p.dest_folder, flags), []).append(p.dest_uid)
                 new_flags[change.key] = flags
-        if not groups:
-            return 0
-        self._select(dest)
-        try:
-            for flags, uids in groups.items():
+            if self._all_mail is not None and change.labels is not None:
+                labels = self._gmail_placement(target, change.labels)[1]
+                if set(labels) != set(p.labels or ()):
+                    relabel[change.key] = (p, labels)
+        for (dest, flags), uids in groups.items():
+            self._select(dest)
+            try:
                 self.client.set_flags(uids, list(flags), silent=True)
-        except IMAPClientAbortError:
-            raise self._guard(f"setting flags in {dest!r}") from None
-        except IMAPClientError as exc:
-            raise MessageError(f"cannot set flags in {target.path!r}: {exc}") from None
-        except OSError:
-            raise self._guard(f"setting flags in {dest!r}") from None
+            except IMAPClientAbortError:
+                raise self._guard(f"setting flags in {dest!r}") from None
+            except IMAPClientError as exc:
+                raise MessageError(f"cannot set flags in {target.path!r}: {exc}") from None
+            except OSError:
+                raise self._guard(f"setting flags in {dest!r}") from None
+        self._relabel(list(relabel.values()))
         self.state.set_flags(folder.name, new_flags)
-        return len(new_flags)
+        self.state.set_labels(folder.name, {k: v[1] for k, v in relabel.items()})
+        return len(set(new_flags) | set(relabel))
+
+    def _relabel(self, todo: Sequence[tuple[Placement, tuple[str, ...]]]) -> None:
+        """Labels added and taken off at the source since the last run (Gmail to Gmail)."""
+        for p, labels in todo:
+            assert p.dest_uid is not None
+            gone = [x for x in p.labels or () if x not in labels]
+            self._store_labels(p.dest_folder, [(p.dest_uid, [x for x in labels
+                                                             if x not in (p.labels or ())])])
+            if gone:
+                self._select(p.dest_folder)
+                with self._talking(f"setting labels in {p.dest_folder!r}",
+                                   f"cannot take labels off in {p.dest_folder!r}"):
+                    self.client.remove_gmail_labels([p.dest_uid], gone, silent=True)
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         if not folder.selectable or self.dry_run:
@@ -1105,6 +1314,8 @@ class ImapDestination:
             "duplicates_left": list(self.duplicates_left),
             "message_errors": [f.as_dict() for f in self.failures],
             "keywords_dropped": list(self.keywords_dropped),
+            **({"labels_set": self.labels_set, "labels_dropped": list(self.labels_dropped)}
+               if self.gmail else {}),
         }
 
     def close(self) -> None:

@@ -52,6 +52,17 @@ LOCK_NAME: Final = "lock"
 __all__ = ["INDEX_NAME", "LOCK_NAME", "SCHEMA_VERSION", "MboxArchive"]
 
 
+def _by_carrier(refs: Sequence[MessageRef], held: dict[str, tuple[int, int]]
+                ) -> dict[tuple[int, tuple[int, ...]], list[tuple[MessageRef, int]]]:
+    """Refs grouped by the folder whose file holds their bytes: {(folder, rows): [(ref, row)]}."""
+    by_folder: dict[int, list[tuple[MessageRef, int]]] = {}
+    for ref in refs:
+        found = held.get(ref.gid or "")
+        if found is not None:
+            by_folder.setdefault(found[0], []).append((ref, found[1]))
+    return {(fid, tuple(r for _, r in group)): group for fid, group in by_folder.items()}
+
+
 class MboxArchive:
     """An mbox-tree archive at ``root``: a :class:`DestinationStore` and :class:`ArchiveReader`.
 
@@ -235,7 +246,7 @@ class MboxArchive:
                 return 0
             detached = self._index.detached(row.id, [m.sha256 for m in fresh if m.uid is not None])
             now = clock.now().isoformat(timespec="seconds")
-            reattach: list[tuple[int, str, str | None, int]] = []
+            reattach: list[tuple[int, str, str | None, str | None, int]] = []
             to_write: list[Message] = []
             for m in fresh:
                 ids = detached.get(m.sha256) if m.uid is not None else None
@@ -247,6 +258,8 @@ class MboxArchive:
                 inserts, end = self._append(row, to_write, now)
                 with self._tx() as conn:
                     mbox_index.record_batch(conn, row.id, inserts, reattach, end)
+                    if self._index.has_gmail:
+                        mbox_index.record_gmail(conn, row.id, fresh)
             except BaseException:
                 self._abandon_tail(self._name(folder))
                 raise
@@ -291,8 +304,45 @@ class MboxArchive:
             changed = 0
             with self._tx() as conn:
                 for c in changes:
-                    changed += mbox_index.set_flags(conn, row.id, c)
+                    flags = mbox_index.set_flags(conn, row.id, c)
+                    labels = mbox_index.set_labels(conn, row.id, c) if self._index.has_gmail else 0
+                    changed += 1 if flags or labels else 0
             return changed
+
+    # ------------------------------------------------------------ Gmail (LinkingDestination)
+
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        """Refs whose Gmail message this tree holds already, in some folder's mbox file."""
+        with self._mutex:
+            held = self._index.carriers([r.gid for r in refs if r.gid])
+        return {r.key for r in refs if r.gid in held}
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        """A label folder's messages, copied from the frames this tree already holds.
+
+        An mbox file holds every message of its folder (that is what other mbox tools
+        read), so the bytes are written once more, but read from the archive itself,
+        not downloaded again; then stored like any batch (:meth:`add_messages`)."""
+        with self._mutex:
+            held = self._index.carriers([r.gid for r in refs if r.gid])
+            msgs: list[Message] = []
+            for (fid, rid), group in _by_carrier(refs, held).items():
+                source = self._index.folder_row_by_id(fid)
+                if source is None:
+                    continue
+                by_id = {m.key: m for m in self._read_rows(source, [str(r) for r in rid])}
+                for ref, row_id in group:
+                    stored = by_id.get(str(row_id))
+                    if stored is not None:
+                        msgs.append(Message(key=ref.key, uid=ref.uid, raw=stored.raw,
+                                            flags=ref.flags, internaldate=ref.internaldate
+                                            or stored.internaldate, sha256=stored.sha256,
+                                            gid=ref.gid, labels=ref.labels, thread=ref.thread))
+            return self.add_messages(folder, msgs)
+
+    def has_labels(self) -> bool:
+        with self._mutex:
+            return self._index.has_labels()
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         """Remember the STATUS this pass completed, for the next run's no-op check.
@@ -333,9 +383,13 @@ class MboxArchive:
                 page = self._index.ref_page(row.id, after)
             if not page:
                 return
+            with self._mutex:
+                gmail = self._index.gmail_of(row.id, [int(r[0]) for r in page])
             for rid, size, flags, idate in page:
+                gid, labels, thread = gmail.get(int(rid), (None, None, None))
                 yield MessageRef(key=str(rid), size=int(size), flags=tuple(json.loads(flags)),
-                                 internaldate=datetime.fromisoformat(idate) if idate else None)
+                                 internaldate=datetime.fromisoformat(idate) if idate else None,
+                                 gid=gid, labels=labels, thread=thread)
             after = int(page[-1][0])
 
     def folder_of_key(self, key: str) -> Folder | None:
@@ -355,6 +409,16 @@ class MboxArchive:
             row = self._index.folder_row(self._name(folder))
         if row is None or not keys:
             return
+        for part in mbox_index.chunks(list(keys)):
+            with self._mutex:
+                gmail = self._index.gmail_of(row.id, [int(k) for k in part])
+            for msg in self._read_rows(row, part):
+                meta = gmail.get(int(msg.key))
+                yield msg if meta is None else replace(msg, gid=meta[0], labels=meta[1],
+                                                       thread=meta[2])
+
+    def _read_rows(self, row: FolderRow, keys: Sequence[str]) -> Iterator[Message]:
+        """Rows ``keys`` of folder ``row``, read from its mbox file and sha256-verified."""
         path = self._mbox_path(row)
         fp = mbox_files.open_for_reading(path, row.name)
         try:

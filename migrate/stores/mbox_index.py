@@ -6,6 +6,12 @@ account, turn every SQLite failure into one actionable line, and stay the
 single source of truth for what is committed. Keeping its SQL in one place
 lets a reader check the schema and the statements against each other.
 
+Version 2 keeps Gmail's labels: ``messages.gm_msgid`` says which Gmail message
+(X-GM-MSGID) a row is, and ``gmail_messages`` has per Gmail message its labels, its
+thread and one row whose frame holds its bytes, so that a label folder's copy is made
+from the archive's own file instead of a second download. A version-1 index gets both
+when opened for writing; read as it is, it simply has no labels.
+
 Transactions are opened by the caller (:meth:`MboxIndex.tx`) and the write
 statements below take its connection, so the store decides when a commit
 happens relative to its fsyncs and none of that order is hidden in here.
@@ -27,7 +33,7 @@ from migrate.folders import NAMES_KEY, NAMES_RELATIVE
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, normalise_flags
 from migrate.safepath import META_DIR
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 INDEX_NAME: Final = "index.sqlite"
 # SQLite's default limit on bound parameters is 999 on old builds; stay below.
 CHUNK: Final = 500
@@ -65,7 +71,8 @@ CREATE TABLE IF NOT EXISTS messages (
     eol          TEXT NOT NULL CHECK (eol IN ('crlf', 'lf', 'raw')),
     flags        TEXT NOT NULL DEFAULT '[]',
     internaldate TEXT,                     -- ISO-8601 with offset
-    archived_at  TEXT NOT NULL
+    archived_at  TEXT NOT NULL,
+    gm_msgid     TEXT                      -- Gmail's X-GM-MSGID (version 2)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_uid
     ON messages(folder_id, uid) WHERE uid IS NOT NULL;
@@ -74,6 +81,17 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_key
 CREATE INDEX IF NOT EXISTS messages_offset ON messages(folder_id, offset);
 CREATE INDEX IF NOT EXISTS messages_detached
     ON messages(folder_id, sha256) WHERE uid IS NULL AND key IS NULL;
+"""
+
+# Version 2 (also run on a version-1 index, after its gm_msgid column is added).
+_GMAIL: Final = """
+CREATE TABLE IF NOT EXISTS gmail_messages (
+    msgid   TEXT PRIMARY KEY,                      -- X-GM-MSGID
+    message INTEGER NOT NULL REFERENCES messages(id), -- a row whose frame holds its bytes
+    thrid   TEXT,                                  -- X-GM-THRID
+    labels  TEXT NOT NULL DEFAULT '[]'             -- X-GM-LABELS, JSON array
+);
+CREATE INDEX IF NOT EXISTS messages_gm ON messages(gm_msgid) WHERE gm_msgid IS NOT NULL;
 """
 
 _T = TypeVar("_T")
@@ -156,6 +174,7 @@ class MboxIndex:
         self.readonly = readonly
         self.path = root / META_DIR / INDEX_NAME
         self._conn: sqlite3.Connection | None = None
+        self.has_gmail = False
 
     # ------------------------------------------------------------ opening
 
@@ -194,7 +213,7 @@ class MboxIndex:
             try:
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if not tables:
-                    for stmt in _split_sql(_SCHEMA):
+                    for stmt in _split_sql(_SCHEMA + _GMAIL):
                         conn.execute(stmt)
                     conn.execute(
                         "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
@@ -203,6 +222,14 @@ class MboxIndex:
                 elif "meta" not in tables:
                     # Someone else's database: adding our tables to it would be rude.
                     raise sqlite3.DatabaseError("not a mailmigrate index")
+                elif conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                  ).fetchone() == ("1",):
+                    # 1 -> 2: the Gmail column and table, nothing else changes.
+                    conn.execute("ALTER TABLE messages ADD COLUMN gm_msgid TEXT")
+                    for stmt in _split_sql(_GMAIL):
+                        conn.execute(stmt)
+                    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                                 (str(SCHEMA_VERSION),))
                 if self.account:
                     conn.execute(
                         "INSERT OR IGNORE INTO meta(key, value) VALUES ('account', ?)",
@@ -233,7 +260,9 @@ class MboxIndex:
             except sqlite3.OperationalError as exc:
                 raise sqlite3.DatabaseError(f"not a mailmigrate index ({exc})") from exc
         version = rows.get("schema_version")
-        if version != str(SCHEMA_VERSION):
+        # A version-1 index opened read-only is read as it is: it has no labels.
+        self.has_gmail = version == str(SCHEMA_VERSION)
+        if version != str(SCHEMA_VERSION) and not (self.readonly and version == "1"):
             raise ArchiveError(
                 f"archive index {self.path} has schema version {version}, "
                 f"this mailmigrate reads version {SCHEMA_VERSION}; use a matching mailmigrate"
@@ -455,6 +484,51 @@ class MboxIndex:
                 f" FROM messages WHERE folder_id = ? AND id IN ({marks}) ORDER BY offset",
                 (folder_id, *[int(k) for k in keys])).fetchall()
 
+    def gmail_of(self, folder_id: int, ids: Sequence[int]
+                 ) -> dict[int, tuple[str, tuple[str, ...] | None, str | None]]:
+        """{row id: (X-GM-MSGID, labels, thread)} of those of ``ids`` that are Gmail messages."""
+        if not self.has_gmail or not ids:
+            return {}
+        out: dict[int, tuple[str, tuple[str, ...] | None, str | None]] = {}
+        with self.db():
+            for part in chunks(list(ids)):
+                marks = ",".join("?" * len(part))
+                for rid, gid, labels, thread in self.conn().execute(
+                        "SELECT m.id, m.gm_msgid, g.labels, g.thrid FROM messages m"
+                        " LEFT JOIN gmail_messages g ON g.msgid = m.gm_msgid"
+                        f" WHERE m.folder_id = ? AND m.gm_msgid IS NOT NULL AND m.id IN ({marks})",
+                        (folder_id, *part)):
+                    out[int(rid)] = (str(gid), tuple(json.loads(labels)) if labels else None,
+                                     thread)
+        return out
+
+    def carriers(self, gids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """{X-GM-MSGID: (folder id, row id)} of a row whose frame holds that message."""
+        if not self.has_gmail:
+            return {}
+        out: dict[str, tuple[int, int]] = {}
+        with self.db():
+            for part in chunks(sorted(set(gids))):
+                marks = ",".join("?" * len(part))
+                for gid, fid, rid in self.conn().execute(
+                        "SELECT g.msgid, m.folder_id, m.id FROM gmail_messages g JOIN messages m"
+                        f" ON m.id = g.message WHERE g.msgid IN ({marks})", tuple(part)):
+                    out[str(gid)] = (int(fid), int(rid))
+        return out
+
+    def folder_row_by_id(self, folder_id: int) -> FolderRow | None:
+        with self.db():
+            row = self.conn().execute(
+                "SELECT id, name, path, uidvalidity, committed_size, delimiter, special_use,"
+                " selectable FROM folders WHERE id = ?", (folder_id,)).fetchone()
+        return None if row is None else FolderRow(*row)
+
+    def has_labels(self) -> bool:
+        if not self.has_gmail:
+            return False
+        with self.db():
+            return self.conn().execute("SELECT 1 FROM gmail_messages LIMIT 1").fetchone() is not None
+
     def frame_page(self, folder_id: int, after: int) -> list[StoredRow]:
         """Up to :data:`PAGE` rows whose frames start beyond ``after``, in file order."""
         with self.db():
@@ -529,10 +603,10 @@ def set_uidvalidity(conn: sqlite3.Connection, folder_id: int, uidvalidity: int) 
     conn.execute("UPDATE folders SET uidvalidity = ? WHERE id = ?", (uidvalidity, folder_id))
 
 
-def reattach_row(m: Message, row_id: int) -> tuple[int, str, str | None, int]:
+def reattach_row(m: Message, row_id: int) -> tuple[int, str, str | None, str | None, int]:
     """The parameters that give detached row ``row_id`` the uid and metadata of ``m``."""
     assert m.uid is not None
-    return (m.uid, _flags_json(m.flags), _iso(m.internaldate), row_id)
+    return (m.uid, _flags_json(m.flags), _iso(m.internaldate), m.gid, row_id)
 
 
 def message_row(
@@ -551,6 +625,7 @@ def message_row(
         _flags_json(m.flags),
         _iso(m.internaldate),
         now,
+        m.gid,
     )
 
 
@@ -558,21 +633,51 @@ def record_batch(
     conn: sqlite3.Connection,
     folder_id: int,
     inserts: Sequence[tuple[object, ...]],
-    reattach: Sequence[tuple[int, str, str | None, int]],
+    reattach: Sequence[tuple[int, str, str | None, str | None, int]],
     end: int,
 ) -> None:
     """A batch's rows and the folder's new ``committed_size``: the commit mark of its bytes."""
     conn.executemany(
         "INSERT INTO messages(folder_id, uid, key, sha256, size, offset, length,"
-        " eol, flags, internaldate, archived_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " eol, flags, internaldate, archived_at, gm_msgid)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         inserts,
     )
     conn.executemany(
-        "UPDATE messages SET uid = ?, flags = ?, internaldate = ? WHERE id = ?",
+        "UPDATE messages SET uid = ?, flags = ?, internaldate = ?,"
+        " gm_msgid = COALESCE(?, gm_msgid) WHERE id = ?",
         reattach,
     )
     conn.execute("UPDATE folders SET committed_size = ? WHERE id = ?", (end, folder_id))
+
+
+def record_gmail(conn: sqlite3.Connection, folder_id: int, messages: Sequence[Message]) -> None:
+    """The Gmail messages among a just-recorded batch: their labels and thread, and
+    (for a message new to the archive) which row holds its bytes."""
+    for m in messages:
+        if m.gid is None or m.uid is None:
+            continue
+        row = conn.execute("SELECT id FROM messages WHERE folder_id = ? AND uid = ?",
+                           (folder_id, m.uid)).fetchone()
+        if row is None:
+            continue
+        conn.execute(
+            "INSERT INTO gmail_messages(msgid, message, thrid, labels) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(msgid) DO UPDATE SET thrid = COALESCE(excluded.thrid, thrid),"
+            " labels = CASE WHEN ? IS NULL THEN labels ELSE excluded.labels END",
+            (m.gid, row[0], m.thread, json.dumps(list(m.labels or ()), ensure_ascii=False),
+             None if m.labels is None else 1))
+
+
+def set_labels(conn: sqlite3.Connection, folder_id: int, change: FlagChange) -> int:
+    """Record a message's new labels (Gmail); 1 when they changed."""
+    if change.labels is None or change.uid is None:
+        return 0
+    labels = json.dumps(list(change.labels), ensure_ascii=False)
+    return conn.execute(
+        "UPDATE gmail_messages SET labels = ? WHERE labels != ? AND msgid = (SELECT gm_msgid"
+        " FROM messages WHERE folder_id = ? AND uid = ?)",
+        (labels, labels, folder_id, change.uid)).rowcount
 
 
 def set_flags(conn: sqlite3.Connection, folder_id: int, change: FlagChange) -> int:

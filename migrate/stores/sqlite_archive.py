@@ -343,31 +343,96 @@ class SqliteArchive:
                     if exists:
                         continue
                     mid = self._store_blob(msg)
-                    flags = json.dumps(list(msg.flags), ensure_ascii=False)
-                    if msg.uid is not None:
-                        # A row detached by a UIDVALIDITY change, same content: re-attach it.
-                        detached = self.conn.execute(
-                            "SELECT id FROM folder_messages WHERE folder_id = ? AND message_id = ?"
-                            " AND uid IS NULL AND uidl IS NULL LIMIT 1", (fid, mid)).fetchone()
-                        if detached is not None:
-                            self.conn.execute(
-                                "UPDATE folder_messages SET uid = ?, flags = ?, internaldate = ?"
-                                " WHERE id = ?",
-                                (msg.uid, flags, _iso(msg.internaldate), detached[0]))
-                            added += 1
-                            continue
-                    self.conn.execute(
-                        "INSERT INTO folder_messages (folder_id, message_id, uid, uidl, flags,"
-                        " internaldate, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (fid, mid, msg.uid, None if msg.uid is not None else msg.key, flags,
-                         _iso(msg.internaldate), now))
-                    added += 1
+                    if msg.gid is not None:
+                        self._gmail_row(folder, msg.gid, mid, msg.thread, msg.labels)
+                    added += self._place(fid, mid, msg, now)
         except sqlite3.OperationalError as exc:
             raise ArchiveError(
                 f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
                 " then run again (what was committed is kept)"
             ) from None
         return added
+
+    def _place(self, fid: int, mid: int, msg: Message | MessageRef, now: str) -> int:
+        """One placement of content ``mid`` in folder ``fid`` (inside the caller's
+        transaction); a row detached by a UIDVALIDITY change with the same content is
+        re-attached instead. Returns 1."""
+        flags = json.dumps(list(msg.flags), ensure_ascii=False)
+        if msg.uid is not None:
+            detached = self.conn.execute(
+                "SELECT id FROM folder_messages WHERE folder_id = ? AND message_id = ?"
+                " AND uid IS NULL AND uidl IS NULL LIMIT 1", (fid, mid)).fetchone()
+            if detached is not None:
+                self.conn.execute(
+                    "UPDATE folder_messages SET uid = ?, flags = ?, internaldate = ?,"
+                    " gm_msgid = COALESCE(?, gm_msgid) WHERE id = ?",
+                    (msg.uid, flags, _iso(msg.internaldate), msg.gid, detached[0]))
+                return 1
+        self.conn.execute(
+            "INSERT INTO folder_messages (folder_id, message_id, uid, uidl, flags,"
+            " internaldate, archived_at, gm_msgid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (fid, mid, msg.uid, None if msg.uid is not None else msg.key, flags,
+             _iso(msg.internaldate), now, msg.gid))
+        return 1
+
+    def _gmail_row(self, folder: Folder, gid: str, mid: int, thread: str | None,
+                   labels: tuple[str, ...] | None) -> None:
+        """The Gmail message ``gid`` is content ``mid``, with these labels (None: as
+        recorded) and thread."""
+        self.conn.execute(
+            "INSERT INTO gmail_messages (account, msgid, thrid, message_id, labels)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, msgid) DO UPDATE SET"
+            " message_id = excluded.message_id, thrid = COALESCE(excluded.thrid, thrid),"
+            " labels = CASE WHEN ? IS NULL THEN labels ELSE excluded.labels END",
+            (self.account, gid, thread, mid,
+             json.dumps(list(labels or ()), ensure_ascii=False),
+             None if labels is None else 1))
+
+    # -- one message in several folders (Gmail labels, see LinkingDestination) ---------
+    def _held(self, folder: Folder, gids: Sequence[str]) -> dict[str, int]:
+        """{gid: content id} of the Gmail messages whose content this archive holds."""
+        out: dict[str, int] = {}
+        for start in range(0, len(gids), 500):
+            chunk = list(gids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            out.update((str(g), int(m)) for g, m in self.conn.execute(
+                "SELECT g.msgid, g.message_id FROM gmail_messages g JOIN messages m"
+                f" ON m.id = g.message_id WHERE g.account = ? AND g.msgid IN ({marks})",
+                (self.account, *chunk)))
+        return out
+
+    def linkable(self, folder: Folder, refs: Sequence[MessageRef]) -> set[str]:
+        held = self._held(folder, [r.gid for r in refs if r.gid])
+        return {r.key for r in refs if r.gid in held}
+
+    def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
+        """Placements of messages already stored (a label folder's copy of All Mail's
+        message): one transaction, as a batch of :meth:`add_messages` is."""
+        fid = self._folder_id(folder)
+        held = self._held(folder, [r.gid for r in refs if r.gid])
+        now = clock.now().isoformat(timespec="seconds")
+        added = 0
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN IMMEDIATE")
+                for ref in refs:
+                    mid = held.get(ref.gid or "")
+                    if mid is None or ref.uid is None or self.conn.execute(
+                            "SELECT 1 FROM folder_messages WHERE folder_id = ? AND uid = ?",
+                            (fid, ref.uid)).fetchone():
+                        continue
+                    if ref.labels is not None or ref.thread is not None:
+                        self._gmail_row(folder, str(ref.gid), mid, ref.thread, ref.labels)
+                    added += self._place(fid, mid, ref, now)
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(
+                f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
+                " then run again (what was committed is kept)") from None
+        return added
+
+    def has_labels(self) -> bool:
+        """Whether this archive holds Gmail messages (labels to restore)."""
+        return self.conn.execute("SELECT 1 FROM gmail_messages LIMIT 1").fetchone() is not None
 
     def archived_at(self, folder: Folder, keys: Sequence[str]) -> dict[str, datetime]:
         row = self.conn.execute("SELECT id FROM folders WHERE account = ? AND name = ?",
@@ -385,6 +450,8 @@ class SqliteArchive:
         return out
 
     def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
+        """Flags of the placements, and (Gmail) the labels of the message: how many
+        messages changed."""
         fid = self._folder_id(folder)
         changed = 0
         with self.conn:
@@ -398,7 +465,14 @@ class SqliteArchive:
                     cur = self.conn.execute(
                         "UPDATE folder_messages SET flags = ? WHERE folder_id = ? AND uidl = ?"
                         " AND flags != ?", (flags, fid, ch.key, flags))
-                changed += cur.rowcount
+                relabelled = 0
+                if ch.labels is not None and ch.uid is not None:
+                    labels = json.dumps(list(ch.labels), ensure_ascii=False)
+                    relabelled = self.conn.execute(
+                        "UPDATE gmail_messages SET labels = ? WHERE account = ? AND labels != ?"
+                        " AND msgid = (SELECT gm_msgid FROM folder_messages WHERE folder_id = ?"
+                        " AND uid = ?)", (labels, self.account, labels, fid, ch.uid)).rowcount
+                changed += 1 if cur.rowcount or relabelled else 0
         return changed
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
@@ -473,14 +547,19 @@ class SqliteArchive:
         after = 0
         while True:
             page = self.conn.execute(
-                "SELECT fm.id, m.size, fm.flags, fm.internaldate FROM folder_messages fm"
-                " JOIN messages m ON m.id = fm.message_id WHERE fm.folder_id = ? AND fm.id > ?"
-                " ORDER BY fm.id LIMIT 1000", (fid, after)).fetchall()
+                "SELECT fm.id, m.size, fm.flags, fm.internaldate, fm.gm_msgid, g.labels, g.thrid"
+                " FROM folder_messages fm JOIN messages m ON m.id = fm.message_id"
+                " JOIN folders f ON f.id = fm.folder_id LEFT JOIN gmail_messages g"
+                " ON g.account = f.account AND g.msgid = fm.gm_msgid"
+                " WHERE fm.folder_id = ? AND fm.id > ? ORDER BY fm.id LIMIT 1000",
+                (fid, after)).fetchall()
             if not page:
                 return
-            for fm_id, size, flags, idate in page:
+            for fm_id, size, flags, idate, gid, labels, thread in page:
                 yield MessageRef(key=str(fm_id), size=int(size), flags=tuple(json.loads(flags)),
-                                 internaldate=_parse_iso(idate))
+                                 internaldate=_parse_iso(idate), gid=gid,
+                                 labels=tuple(json.loads(labels)) if labels is not None else None,
+                                 thread=thread)
             after = int(page[-1][0])
 
     def folder_of_key(self, key: str) -> Folder | None:
@@ -503,14 +582,18 @@ class SqliteArchive:
             return
         for key in keys:
             row = self.conn.execute(
-                "SELECT fm.flags, fm.internaldate, m.raw, m.sha256 FROM folder_messages fm"
-                " JOIN messages m ON m.id = fm.message_id WHERE fm.id = ? AND fm.folder_id = ?",
-                (int(key), fid)).fetchone()
+                "SELECT fm.flags, fm.internaldate, m.raw, m.sha256, fm.gm_msgid, g.labels, g.thrid"
+                " FROM folder_messages fm JOIN messages m ON m.id = fm.message_id"
+                " JOIN folders f ON f.id = fm.folder_id LEFT JOIN gmail_messages g"
+                " ON g.account = f.account AND g.msgid = fm.gm_msgid"
+                " WHERE fm.id = ? AND fm.folder_id = ?", (int(key), fid)).fetchone()
             if row is None:
                 continue
-            flags, idate, raw, sha = row
+            flags, idate, raw, sha, gid, labels, thread = row
             msg = Message(key=key, raw=bytes(raw), flags=tuple(json.loads(flags)),
-                          internaldate=_parse_iso(idate))
+                          internaldate=_parse_iso(idate), gid=gid,
+                          labels=tuple(json.loads(labels)) if labels is not None else None,
+                          thread=thread)
             if msg.sha256 != sha:
                 raise ArchiveError(
                     f"archive {self.path}: message {key} in {folder.name!r} does not match "

@@ -16,9 +16,17 @@ people as well as for the program:
   and the viewer take (``folder_messages.id``);
 - ``messages.attachments`` counts a message's files.
 
+Version 3 keeps Gmail's labels: ``gmail_messages`` has a row per Gmail message
+(X-GM-MSGID) with its thread (X-GM-THRID), its labels (X-GM-LABELS, system labels
+such as ``\\Inbox``, ``\\Important`` included) and the content it is
+(``messages.id``); ``folder_messages.gm_msgid`` says which Gmail message each
+placement is, so a label folder's placements are memberships of one stored message;
+the ``mail`` view shows ``labels`` and ``thread``. Going from 2 to 3 adds these in one
+transaction and indexes nothing again.
+
 An older archive is upgraded in place on its first open by this version:
-one transaction changes the schema and records ``reindex_after = 0`` in
-``meta``; then every message is summarised again (headers decoded as a mail
+one transaction changes the schema and (coming from version 1) records
+``reindex_after = 0`` in ``meta``; then every message is summarised again (headers decoded as a mail
 client does; version 1 read raw 8-bit headers as U+FFFD) in batches, each
 committing its rows, their index entries and the new ``reindex_after``
 together. A kill -9 at any instant loses at most the batch in flight, and the
@@ -33,7 +41,7 @@ from collections.abc import Callable
 
 from migrate.formats.summary import Summary, summarize
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 REINDEX_KEY = "reindex_after"
 REINDEX_BATCH = 200
 
@@ -73,13 +81,28 @@ CREATE TABLE IF NOT EXISTS folder_messages (
     uidl TEXT,
     flags TEXT NOT NULL DEFAULT '[]',
     internaldate TEXT,
-    archived_at TEXT NOT NULL
+    archived_at TEXT NOT NULL,
+    gm_msgid TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS folder_messages_uid
     ON folder_messages (folder_id, uid) WHERE uid IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS folder_messages_uidl
     ON folder_messages (folder_id, uidl) WHERE uidl IS NOT NULL;
 CREATE INDEX IF NOT EXISTS folder_messages_message ON folder_messages (message_id);
+"""
+
+# Version 3: Gmail's messages, their labels and threads (and folder_messages.gm_msgid).
+GMAIL = """
+CREATE TABLE IF NOT EXISTS gmail_messages (
+    account TEXT NOT NULL,
+    msgid TEXT NOT NULL,
+    thrid TEXT,
+    message_id INTEGER NOT NULL REFERENCES messages (id),
+    labels TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (account, msgid)
+);
+CREATE INDEX IF NOT EXISTS folder_messages_gm ON folder_messages (gm_msgid) WHERE gm_msgid IS NOT NULL;
+CREATE INDEX IF NOT EXISTS gmail_messages_thread ON gmail_messages (account, thrid)
 """
 
 FTS = """
@@ -97,10 +120,12 @@ SELECT fm.id AS id, f.name AS folder, m.date AS date, m.from_addr AS "from",
        m.to_addrs AS "to", m.subject AS subject, m.size AS size,
        (SELECT group_concat(value, ' ') FROM json_each(fm.flags)) AS flags,
        m.attachments AS attachments, fm.internaldate AS received, m.msgid AS msgid,
-       f.account AS account, fm.message_id AS message_id
+       f.account AS account, fm.message_id AS message_id, g.labels AS labels,
+       g.thrid AS thread
 FROM folder_messages fm
 JOIN folders f ON f.id = fm.folder_id
 JOIN messages m ON m.id = fm.message_id
+LEFT JOIN gmail_messages g ON g.account = f.account AND g.msgid = fm.gm_msgid
 """
 
 INSERT_FTS = ("INSERT INTO messages_fts (rowid, subject, from_addr, to_addrs, body)"
@@ -116,7 +141,7 @@ def fts_row(mid: int, info: Summary) -> tuple[object, ...]:
 
 def create(conn: sqlite3.Connection) -> None:
     """A new archive's schema at the current version (inside the caller's transaction)."""
-    for script in (TABLES, FTS, MAIL_VIEW):
+    for script in (TABLES, GMAIL, FTS, MAIL_VIEW):
         for statement in script.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -142,19 +167,27 @@ def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
     return {str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")}
 
 
-def _begin_upgrade(conn: sqlite3.Connection) -> None:
-    """Version 1 -> 2 in one transaction: the schema changes and a reindex from the start."""
+def _begin_upgrade(conn: sqlite3.Connection, from_version: int) -> None:
+    """Version ``from_version`` -> the current one in one transaction: from 1, the search
+    index anew and a reindex from the start; from 2 (or 1), the Gmail tables."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if "attachments" not in _columns(conn, "messages"):
-            conn.execute("ALTER TABLE messages ADD COLUMN attachments INTEGER")
-        conn.execute("DROP TABLE IF EXISTS messages_fts")  # contentless: cannot be converted
-        conn.execute(FTS)
+        if from_version < 2:
+            if "attachments" not in _columns(conn, "messages"):
+                conn.execute("ALTER TABLE messages ADD COLUMN attachments INTEGER")
+            conn.execute("DROP TABLE IF EXISTS messages_fts")  # contentless: cannot be converted
+            conn.execute(FTS)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')",
+                         (REINDEX_KEY,))
+        if "gm_msgid" not in _columns(conn, "folder_messages"):
+            conn.execute("ALTER TABLE folder_messages ADD COLUMN gm_msgid TEXT")
+        for statement in GMAIL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
         conn.execute("DROP VIEW IF EXISTS mail")
         conn.execute(MAIL_VIEW)
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                      (str(SCHEMA_VERSION),))
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '0')", (REINDEX_KEY,))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -196,8 +229,8 @@ def upgrade(conn: sqlite3.Connection, progress: Progress | None = None) -> None:
     """Bring an archive at an older version (or mid-reindex) to the current one."""
     ver, after = version(conn)
     if ver is not None and ver < SCHEMA_VERSION:
-        _begin_upgrade(conn)
-        after = 0
+        _begin_upgrade(conn, ver)
+        after = version(conn)[1]
     if after is None:
         return
     total = int(conn.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
@@ -214,5 +247,5 @@ def upgrade(conn: sqlite3.Connection, progress: Progress | None = None) -> None:
             progress(done if position is not None else total, total)
 
 
-__all__ = ["FTS", "INSERT_FTS", "MAIL_VIEW", "REINDEX_KEY", "SCHEMA_VERSION", "TABLES",
+__all__ = ["FTS", "GMAIL", "INSERT_FTS", "MAIL_VIEW", "REINDEX_KEY", "SCHEMA_VERSION", "TABLES",
            "create", "fts_row", "needs_upgrade", "reindex_batch", "upgrade", "version"]

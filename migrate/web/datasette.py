@@ -28,6 +28,8 @@ MAIL_COLUMNS = {
     "msgid": "The Message-ID header",
     "account": "The account (user@host) it was backed up from",
     "message_id": "The stored message (messages.id; one per content, shared by folders)",
+    "labels": "Gmail: the message's labels (X-GM-LABELS, a JSON array); empty elsewhere",
+    "thread": "Gmail: the message's thread (X-GM-THRID)",
 }
 
 
