@@ -10,13 +10,18 @@ a command that has --json is missing from this file.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 from cli_helpers import PASSWORD_ENV, backup_args, cli_env, imap_url, run_cli
+from oauth_helpers import approve_on_device_page, cli_login, new_account
+from oauth_helpers import imap_url as oauth_url
 from seeding import bulk_append, create_folder, imap_login, seed_message
 from test_jobs import home, job_env  # noqa: F401 (home is a fixture)
+from test_oauth_service import google_key
 
 SCHEMA = json.loads((Path(__file__).resolve().parent.parent / "docs" / "summary.schema.json")
                     .read_text(encoding="utf-8"))
@@ -134,6 +139,96 @@ def test_not_found_exits_2_everywhere(dovecot, mailbox, home, tmp_path):  # noqa
         payload = check(result, 2, command)
         assert "no message with ID" in payload["errors"][0] or "no job named" in payload["errors"][0]
     assert not (tmp_path / "x").exists(), "an unknown ID exports nothing"
+
+
+def test_auth_commands(oauth_env, authserver, dovecot_as, tmp_path):
+    """auth login, list, token and service list: the envelope, and a token whose
+    --json still feeds --oauth2-token-command; the token never reaches the log file."""
+    user = new_account(authserver, dovecot_as, "json", messages=2)
+    log = tmp_path / "auth.log"
+    login = cli_login(oauth_env, user.name, "--json", "--log-file", str(log),
+                      on_code=approve_on_device_page(authserver, user.name))
+    signed = check(login, 0, "auth login")
+    assert (signed["address"], signed["provider"], signed["store"]) == (user.name, "testidp", "keyring")
+    listed = check(run_cli("auth", "list", "--json", env=oauth_env), 0, "auth list")
+    assert [g["address"] for g in listed["sign_ins"]] == [user.name]
+    token = check(run_cli("auth", "token", user.name, "--json", "--log-file", str(log),
+                          env=oauth_env), 0, "auth token")
+    assert token["token_type"] == "Bearer" and token["access_token"]
+    assert token["access_token"] not in log.read_text(encoding="utf-8")
+    command = shlex.join([sys.executable, "-m", "migrate", "auth", "token", user.name, "--json"])
+    backup = run_cli("backup", oauth_url(dovecot_as, user.name), str(tmp_path / "a.sqlite"),
+                     "--oauth2-token-command", command, "--json", env=oauth_env)
+    assert check(backup, 0, "backup")["new_messages"] == 2
+    ghost = check(run_cli("auth", "token", "ghost@idp.test", "--json", "--log-file", str(log),
+                          env=oauth_env), 3, "auth token")
+    assert "no OAuth2 sign-in stored for ghost@idp.test" in ghost["error"]["message"]
+    assert "no OAuth2 sign-in stored for ghost@idp.test" in log.read_text(encoding="utf-8")
+
+    empty = check(run_cli("auth", "service", "list", "--json", env=oauth_env), 0, "auth service list")
+    assert empty["services"] == []
+    key = google_key(authserver, tmp_path, "json.test")
+    assert run_cli("auth", "service", "add", "corp", "--google-key", str(key), env=oauth_env).code == 0
+    services = check(run_cli("auth", "service", "list", "--json", env=oauth_env), 0,
+                     "auth service list")["services"]
+    assert [(s["name"], s["key_file"]) for s in services] == [("corp", str(key))]
+    typo = check(run_cli("auth", "service", "list", "--json", "--no-such-option", env=oauth_env), 2,
+                 "auth service list")
+    assert "--no-such-option" in typo["errors"][0]
+
+
+def _password_ref(directory: Path, user) -> str:
+    path = directory / f"{user.name}.pw"
+    path.write_text(user.password + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return f"file:{path}"
+
+
+def test_batch_commands(dovecot, tmp_path):
+    """batch verify, run (and --final), retry and status on a ledger of two copy accounts,
+    one of which fails on a wrong password: exit 1, its line in errors and in the log file."""
+    pairs = [(dovecot.add_user(), dovecot.add_user()) for _ in range(2)]
+    for i, (source, _dest) in enumerate(pairs):
+        client = imap_login(dovecot, source)
+        bulk_append(client, "INBOX", [seed_message(20 * i + n, 1_000, tag="batch") for n in range(3)])
+        client.logout()
+    rows = ["kind,source,dest,source_password,dest_password"]
+    rows += [f"copy,{imap_url(dovecot, s)},{imap_url(dovecot, d)},{_password_ref(tmp_path, s)},"
+             f"{_password_ref(tmp_path, d)}" for s, d in pairs]
+    (tmp_path / "accounts.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    ledger = str(tmp_path / "batch.sqlite")
+    assert run_cli("batch", "init", ledger, "--accounts", str(tmp_path / "accounts.csv")).code == 0
+
+    verified = check(run_cli("batch", "verify", ledger, "--json"), 0, "batch verify")
+    assert verified["mode"] == "verify" and verified["finished"] == 2
+    assert len(verified["differing"]) == 2  # nothing copied yet
+    bad = pairs[1][0]
+    (tmp_path / f"{bad.name}.pw").write_text("wrong-password\n", encoding="utf-8")
+    log = tmp_path / "batch.log"
+    ran = check(run_cli("batch", "run", ledger, "--json", "--attempts", "1", "--log-file", str(log)),
+                1, "batch run")
+    assert ran["mode"] == "run" and ran["messages"] == 3 and ran["finished"] == 1
+    assert [f["account"].split("@")[0] for f in ran["failed"]] == [bad.name]
+    assert len(ran["errors"]) == 1 and ran["errors"][0].startswith(f"failed: {bad.name}@")
+    logged = log.read_text(encoding="utf-8")
+    assert f"failed: {bad.name}@" in logged and "full done:" in logged
+    assert "wrong-password" not in logged + ran["errors"][0]
+
+    status = check(run_cli("batch", "status", ledger, "--json"), 0, "batch status")
+    assert sorted(r["state"] for r in status["accounts"]) == ["failed", "synced"]
+    assert status["totals"]["accounts"] == 2
+    (tmp_path / f"{bad.name}.pw").write_text(bad.password + "\n", encoding="utf-8")
+    retried = check(run_cli("batch", "retry", ledger, "--json"), 0, "batch retry")
+    assert retried["mode"] == "retry" and retried["accounts"] == 1 and retried["messages"] == 3
+    final = check(run_cli("batch", "run", ledger, "--final", "--json"), 0, "batch run")
+    assert final["mode"] == "final" and final["messages"] == 0
+    both = check(run_cli("batch", "status", ledger, "--json", "--csv"), 2, "batch status")
+    assert "--json or --csv" in both["errors"][0]
+    wrong = check(run_cli("batch", "verify", ledger, "--final", "--json"), 2, "batch verify")
+    assert "--final" in wrong["errors"][0] and "batch verify --help" in wrong["errors"][0]
+    missing = check(run_cli("batch", "status", str(tmp_path / "none.sqlite"), "--json"), 2,
+                    "batch status")
+    assert "no ledger at" in missing["error"]["message"]
 
 
 def test_every_json_command_is_covered() -> None:

@@ -46,7 +46,7 @@ def test_device_sign_in_then_backup_logs_in_by_itself(oauth_env, oauth_home, aut
     assert result.code == 0, result.err
     assert "enter the code" in result.err and "Signed in" in result.out
     listed = run_cli("auth", "list", "--json", env=oauth_env)
-    assert [(g["address"], g["provider"], g["store"]) for g in listed.json()] == \
+    assert [(g["address"], g["provider"], g["store"]) for g in listed.json()["sign_ins"]] == \
         [(user.name, "testidp", "keyring")]
     keyring = json.loads((oauth_home / "keyring.json").read_text())
     assert json.loads(keyring["mailmigrate-oauth2"][user.name])["refresh_token"]
@@ -124,7 +124,7 @@ def test_denied_in_the_browser_is_an_auth_error(oauth_env, authserver, dovecot_a
     result = cli_login(oauth_env, user.name, on_url=browser(user.name, decision="deny"))
     assert result.code == 3
     assert f"the sign-in for {user.name} was denied" in result.err
-    assert run_cli("auth", "list", "--json", env=oauth_env).json() == []
+    assert run_cli("auth", "list", "--json", env=oauth_env).json()["sign_ins"] == []
 
 
 def test_denied_on_the_device_page_is_an_auth_error(oauth_env, authserver, dovecot_as):
@@ -145,7 +145,7 @@ def test_logout_revokes_at_the_provider_and_forgets(oauth_env, oauth_home, auths
     user = signed_in(oauth_env, authserver, dovecot_as, "bye", messages=1)
     out = run_cli("auth", "logout", user.name, env=oauth_env)
     assert out.code == 0, out.err
-    assert run_cli("auth", "list", "--json", env=oauth_env).json() == []
+    assert run_cli("auth", "list", "--json", env=oauth_env).json()["sign_ins"] == []
     assert user.name not in json.loads((oauth_home / "keyring.json").read_text())["mailmigrate-oauth2"]
     assert all(t.refresh_revoked for t in authserver.tokens.values() if t.user == user.name)
     # Without a sign-in the command is back to asking for a password (and there is no TTY).
@@ -164,7 +164,7 @@ def test_without_a_keyring_a_0600_file_said_once(oauth_env, oauth_home, authserv
     again = cli_login(no_keyring, second.name, on_code=approve_on_device_page(authserver, second.name))
     assert again.code == 0, again.err
     assert "WARNING" not in again.err  # said once: when the file was made
-    listed = run_cli("auth", "list", "--json", env=no_keyring).json()
+    listed = run_cli("auth", "list", "--json", env=no_keyring).json()["sign_ins"]
     assert sorted(g["store"] for g in listed) == ["file", "file"]
     backup = run_cli("backup", imap_url(dovecot_as, first.name), str(tmp_path / "a.sqlite"),
                      "--json", env=no_keyring)

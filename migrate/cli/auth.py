@@ -1,12 +1,12 @@
 """``auth``: sign in once with OAuth2 (login, list, logout, token), and admin services.
 
 The work is in :mod:`migrate.config.oauth`; this module parses and prints.
-Prompts, URLs and codes go to stderr, data (``auth token``, ``--json``) to stdout.
+Prompts, URLs and codes go to stderr, data (``auth token``, ``--json``) to stdout;
+``--json`` is the envelope every command prints (docs/json.md).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from migrate.cli.common import CafileOpt, JsonOpt, app, run_guarded
+from migrate.cli.common import CafileOpt, JsonOpt, LogFileOpt, Outcome, app, run_guarded
 from migrate.errors import EXIT_OK, UsageError
 
 auth_app = typer.Typer(help="OAuth2: sign in once (login, list, logout, token); admin services.",
@@ -64,11 +64,12 @@ def login(
     no_browser: Annotated[bool, typer.Option(
         "--no-browser", help="Only print the sign-in URL; do not open a browser.")] = False,
     as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Sign ADDRESS in with OAuth2 once; backup, copy, restore, drain, verify and jobs then
     use and refresh its token by themselves."""
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.config.oauth.account import sign_in
 
         grant = sign_in(address, provider_id=provider, client_id=client_id,
@@ -76,38 +77,35 @@ def login(
                         flow=flow, cafile=str(cafile) if cafile else None, tenant=tenant,
                         show=_say, warn=_say,
                         open_browser=not no_browser and _has_desktop())
-        if as_json:
-            typer.echo(json.dumps({"address": grant.address, "provider": grant.provider,
-                                   "store": grant.store}))
-        else:
+        if not as_json:
             where = "the system keyring" if grant.store == "keyring" else "a 0600 file"
             typer.echo(f"Signed in {grant.address} ({grant.provider}); the refresh token is in "
                        f"{where}. Commands for this address now log in with OAuth2 by themselves.")
-        return EXIT_OK
+        return Outcome(EXIT_OK, {"address": grant.address, "provider": grant.provider,
+                                 "store": grant.store})
 
-    run_guarded(body)
+    run_guarded(body, command="auth login", as_json=as_json, log_file=log_file)
 
 
 @auth_app.command("list")
-def list_(as_json: JsonOpt = False) -> None:
+def list_(as_json: JsonOpt = False, log_file: LogFileOpt = None) -> None:
     """List the signed-in addresses (never a token)."""
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.config.oauth.store import list_grants
 
         grants = list_grants()
-        if as_json:
-            typer.echo(json.dumps([{"address": g.address, "provider": g.provider, "store": g.store,
-                                    "client_id": g.client_id, "scopes": g.scopes,
-                                    "signed_in": g.signed_in} for g in grants]))
-            return EXIT_OK
-        if not grants:
-            typer.echo("nobody signed in yet; sign in with `mailmigrate auth login ADDRESS`")
-        for g in grants:
-            typer.echo(f"{g.address}  {g.provider}  {g.store}  signed in {g.signed_in}")
-        return EXIT_OK
+        if not as_json:
+            if not grants:
+                typer.echo("nobody signed in yet; sign in with `mailmigrate auth login ADDRESS`")
+            for g in grants:
+                typer.echo(f"{g.address}  {g.provider}  {g.store}  signed in {g.signed_in}")
+        return Outcome(EXIT_OK, {"sign_ins": [
+            {"address": g.address, "provider": g.provider, "store": g.store,
+             "client_id": g.client_id, "scopes": g.scopes, "signed_in": g.signed_in}
+            for g in grants]})
 
-    run_guarded(body)
+    run_guarded(body, command="auth list", as_json=as_json, log_file=log_file)
 
 
 @auth_app.command("logout")
@@ -134,24 +132,25 @@ def token(
     service: Annotated[str | None, typer.Option(
         "--service", metavar="NAME", help="The admin service acting for ADDRESS.")] = None,
     as_json: JsonOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Print a fresh access token for ADDRESS, for scripts (with --json as
     --oauth2-token-command reads it). It is a secret: keep it out of logs."""
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.config.oauth.account import access_token
 
         value, lifetime = access_token(address, service=service)
-        if as_json:
-            payload: dict[str, object] = {"access_token": value, "token_type": "Bearer"}
-            if lifetime is not None:
-                payload["expires_in"] = int(lifetime)
-            typer.echo(json.dumps(payload))
-        else:
+        if not as_json:
             typer.echo(value)
-        return EXIT_OK
+        # access_token and expires_in at the top level of the envelope: the shape of an
+        # OAuth2 token response, which --oauth2-token-command reads
+        fields: dict[str, object] = {"access_token": value, "token_type": "Bearer"}
+        if lifetime is not None:
+            fields["expires_in"] = int(lifetime)
+        return Outcome(EXIT_OK, fields)
 
-    run_guarded(body)
+    run_guarded(body, command="auth token", as_json=as_json, log_file=log_file)
 
 
 # -- admin services -----------------------------------------------------------------
@@ -225,25 +224,23 @@ def service_add(
 
 
 @service_app.command("list")
-def service_list(as_json: JsonOpt = False) -> None:
+def service_list(as_json: JsonOpt = False, log_file: LogFileOpt = None) -> None:
     """List the admin services (ids and paths; secrets stay where they are)."""
 
-    def body() -> int:
+    def body() -> Outcome:
         from migrate.config.oauth.service import list_services
 
         services = list_services()
-        if as_json:
-            typer.echo(json.dumps([{"name": s.name, "kind": s.kind, "token_url": s.token_url,
-                                    "scopes": s.scopes, "key_file": s.key_file,
-                                    "client_id": s.client_id} for s in services]))
-            return EXIT_OK
-        if not services:
-            typer.echo("no services yet; add one with `mailmigrate auth service add NAME`")
-        for s in services:
-            typer.echo(f"{s.name}  {s.kind}  {s.token_url}  {' '.join(s.scopes)}")
-        return EXIT_OK
+        if not as_json:
+            if not services:
+                typer.echo("no services yet; add one with `mailmigrate auth service add NAME`")
+            for s in services:
+                typer.echo(f"{s.name}  {s.kind}  {s.token_url}  {' '.join(s.scopes)}")
+        return Outcome(EXIT_OK, {"services": [
+            {"name": s.name, "kind": s.kind, "token_url": s.token_url, "scopes": s.scopes,
+             "key_file": s.key_file, "client_id": s.client_id} for s in services]})
 
-    run_guarded(body)
+    run_guarded(body, command="auth service list", as_json=as_json, log_file=log_file)
 
 
 @service_app.command("remove")

@@ -3,18 +3,19 @@
 A thin layer over :mod:`migrate.fleet`: options in, a ledger opened, a pass
 driven by the local pool or by workers behind a broker, the outcome rendered.
 See docs/fleet.md for the walkthrough (CSV -> verify -> run -> delta -> final
--> report).
+-> report). ``--json`` is the envelope every command prints (docs/json.md).
 """
 
 from __future__ import annotations
 
-import json
+import inspect
+import logging
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from migrate.cli.common import JsonOpt, QuietOpt, app, run_guarded
+from migrate.cli.common import JsonOpt, LogFileOpt, Outcome, QuietOpt, app, run_guarded
 from migrate.config.rates import parse_size
 from migrate.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 
@@ -156,7 +157,8 @@ def batch_remove(
 
 def _drive(ledger: Path, mode: str, *, workers: int, per_host: list[str] | None, attempts: int,
            retry_delay: float, chunk_time: float, chunk_size: str, chunk_deadline: float | None,
-           broker: str | None, heartbeat: float, as_json: bool, quiet: bool) -> int:
+           broker: str | None, heartbeat: float, as_json: bool, quiet: bool) -> Outcome:
+    from migrate.engine import progress
     from migrate.fleet.chunk import ChunkLimits
     from migrate.fleet.hosts import parse_per_host
     from migrate.fleet.ledger import Ledger
@@ -167,6 +169,8 @@ def _drive(ledger: Path, mode: str, *, workers: int, per_host: list[str] | None,
     limits = ChunkLimits(seconds=chunk_time, max_bytes=parse_size(chunk_size, "--chunk-size"),
                          deadline=chunk_deadline)
     options = PassOptions(mode=mode, attempts=attempts, retry_delay=retry_delay, limits=limits)
+    if not quiet:
+        progress.log_to_stderr(logging.WARNING)  # the dispatcher's warnings (a broker gone)
     with Ledger(ledger) as book:
         executor: Any
         if broker:
@@ -182,23 +186,23 @@ def _drive(ledger: Path, mode: str, *, workers: int, per_host: list[str] | None,
             summary = drive(book, executor, options, make_progress(quiet or as_json))
         finally:
             executor.close()
-    for label, reason in summary.failed:
-        typer.echo(f"mailmigrate: failed: {label}: {reason}", err=True)
-    for label, count, first in summary.with_errors:
-        typer.echo(f"mailmigrate: {count} messages not moved: {label}: {first}", err=True)
+    errors = [*(f"failed: {label}: {reason}" for label, reason in summary.failed),
+              *(f"{count} messages not moved: {label}: {first}"
+                for label, count, first in summary.with_errors)]
+    for text in errors:
+        typer.echo(f"mailmigrate: {text}", err=True)
+        progress.LOGGER.error(text, extra=progress.FILE_ONLY)
     if mode == "verify" and summary.differing and not quiet and not as_json:
         typer.echo(f"mailmigrate: {len(summary.differing)} accounts differ between source and "
                    "destination (see `batch status`)", err=True)
-    if as_json:
-        typer.echo(json.dumps({
-            "command": f"batch {mode}", "ledger": str(ledger), "accounts": summary.accounts,
-            "finished": summary.finished, "messages": summary.messages, "bytes": summary.bytes,
-            "wall_s": round(summary.wall_s, 3),
-            "failed": [{"account": a, "error": r} for a, r in summary.failed],
-            "with_errors": [{"account": a, "errors": n, "first": f}
-                            for a, n, f in summary.with_errors],
-            "differing": summary.differing}, ensure_ascii=False))
-    return EXIT_OK if summary.clean else EXIT_PARTIAL
+    return Outcome(EXIT_OK if summary.clean else EXIT_PARTIAL, {
+        "mode": mode, "ledger": str(ledger), "accounts": summary.accounts,
+        "finished": summary.finished, "messages": summary.messages, "bytes": summary.bytes,
+        "wall_s": round(summary.wall_s, 3),
+        "failed": [{"account": a, "error": r} for a, r in summary.failed],
+        "with_errors": [{"account": a, "errors": n, "first": f}
+                        for a, n, f in summary.with_errors],
+        "differing": summary.differing}, errors)
 
 
 def _pass_command(mode: str, doc: str) -> None:
@@ -215,24 +219,26 @@ def _pass_command(mode: str, doc: str) -> None:
         heartbeat_timeout: HeartbeatOpt = 60.0,
         as_json: JsonOpt = False,
         quiet: QuietOpt = False,
+        log_file: LogFileOpt = None,
         final: bool = False,
     ) -> None:
-        if final and mode != "run":
-            raise typer.BadParameter("--final is for `batch run`")
-
-        def body() -> int:
+        def body() -> Outcome:
             return _drive(ledger, "final" if final else mode, workers=workers, per_host=per_host,
                           attempts=attempts, retry_delay=retry_delay, chunk_time=chunk_time,
                           chunk_size=chunk_size, chunk_deadline=chunk_deadline, broker=broker,
                           heartbeat=heartbeat_timeout, as_json=as_json, quiet=quiet)
 
-        run_guarded(body)
+        run_guarded(body, command=f"batch {mode}", as_json=as_json, log_file=log_file)
 
     command.__doc__ = doc
     # set here, not in the signature: the annotation depends on the mode (a string
     # annotation could not see this closure's ``mode``)
     command.__annotations__["final"] = Annotated[bool, typer.Option(
-        "--final", hidden=mode != "run", help="The cutover's last delta; then each account is done.")]
+        "--final", help="The cutover's last delta; then each account is done.")]
+    if mode != "run":  # only `batch run` has --final; the others never see the option
+        signature = inspect.signature(command, eval_str=True)
+        command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[p for name, p in signature.parameters.items() if name != "final"])
     batch_app.command(mode)(command)
 
 
@@ -249,26 +255,26 @@ def batch_status(
     as_json: JsonOpt = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="One CSV row per account on stdout.")
                       ] = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """One line per account (state, pass, messages, bytes, errors, attempts, time), totals, ETA."""
     from migrate.fleet.ledger import Ledger
     from migrate.fleet.report import status_csv, status_json, status_lines
 
-    def body() -> int:
+    def body() -> Outcome:
         if as_json and as_csv:
             raise UsageError("give --json or --csv, not both")
         with Ledger(ledger, readonly=True) as book:
             rows = book.accounts()
-            if as_json:
-                typer.echo(json.dumps(status_json(book, rows), ensure_ascii=False))
-            elif as_csv:
+            fields = status_json(book, rows)
+            if as_csv:
                 typer.echo(status_csv(rows), nl=False)
-            else:
+            elif not as_json:
                 for line in status_lines(book, rows):
                     typer.echo(line)
-        return EXIT_OK
+        return Outcome(EXIT_OK, fields)
 
-    run_guarded(body)
+    run_guarded(body, command="batch status", as_json=as_json, log_file=log_file)
 
 
 @batch_app.command("report")
@@ -304,6 +310,7 @@ def worker(
                        ] = None,
     heartbeat_timeout: HeartbeatOpt = 60.0,
     quiet: QuietOpt = False,
+    log_file: LogFileOpt = None,
 ) -> None:
     """Run chunks handed out by `batch run --broker` (start one per machine, or several)."""
 
@@ -313,4 +320,4 @@ def worker(
         return run_worker(broker, threads=threads, workdir=workdir,
                           heartbeat_timeout=heartbeat_timeout, quiet=quiet)
 
-    run_guarded(body)
+    run_guarded(body, log_file=log_file)

@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> None:
         text = f"{exc.format_message().rstrip('.')}; see `{where} --help`"
         typer.echo(f"mailmigrate: error: {text}", err=True)
         if "--json" in args:
-            command = " ".join(a for a in args[:2] if not a.startswith("-")) or "mailmigrate"
+            # the command as click resolved it ("auth service list"), not the first words
+            # of argv, which may be an argument ("backup imaps://…")
+            command = (where.removeprefix("mailmigrate").strip() if ctx is not None else
+                       " ".join(a for a in args[:2] if not a.startswith("-"))) or "mailmigrate"
             payload = envelope(command, exc.exit_code, time.monotonic(), [text],
                                {"error": {"type": "UsageError", "message": text}})
             typer.echo(json.dumps(payload, ensure_ascii=False))

@@ -56,11 +56,13 @@ def log_to_file(path: Path) -> None:
     LOGGER.addHandler(handler)
 
 
-def log_to_stderr() -> None:
-    """Log lines with timestamps on stderr (when it is not a terminal)."""
+def log_to_stderr(level: int = logging.NOTSET) -> None:
+    """Log lines with timestamps on stderr (when it is not a terminal); ``level``:
+    only those at least that grave (a fleet shows its own progress, and its warnings)."""
     if _handler("stderr") is None:
         handler = logging.StreamHandler(sys.stderr)
         handler.set_name("stderr")
+        handler.setLevel(level)
         handler.setFormatter(_FORMAT)
         handler.addFilter(_NotFileOnly())
         LOGGER.addHandler(handler)

@@ -148,9 +148,9 @@ def interpret(code: int, stdout: str, stderr: str, duration: float, deadline_hit
               deadline: float | None = None) -> ChunkReport:
     """A child's exit code and output -> a report.
 
-    Exit 0 or 1 with a JSON summary: the chunk ran (1: some messages could not
-    be moved; they are counted and the first is named). Anything else is a
-    failed attempt, and its one-line error is the reason.
+    The child prints the JSON envelope (docs/json.md). Exit 0 or 1 with one: the
+    chunk ran (1: some messages could not be moved; they are counted and the first
+    is named). Anything else is a failed attempt, and its one-line error is the reason.
     """
     summary = _summary(stdout)
     worker = worker_name()
@@ -159,15 +159,18 @@ def interpret(code: int, stdout: str, stderr: str, duration: float, deadline_hit
                            error=f"chunk still running after its {deadline:g} s deadline; "
                                  "it was stopped and goes on from its last checkpoint")
     if summary is not None and code in (0, 1):
-        failures = [*summary.get("errors", []),
-                    *(f"{e.get('folder')}: {e.get('message')}: {e.get('error')}"
-                      for e in summary.get("message_errors", []) if isinstance(e, dict))]
-        failures += [str(x) for x in summary.get("failed", [])]  # drain's skipped messages
+        # The envelope's errors are every failure once: a folder's, each message_errors
+        # entry, drain's skipped messages (``failed``), a duplicate left.
+        failures = [str(x) for x in summary.get("errors", [])]
         return ChunkReport(ok=True, more=bool(summary.get("more")),
                            messages=int(summary.get("new_messages", 0)),
                            bytes=int(summary.get("new_bytes", 0)), errors=len(failures),
                            error=_one_line(failures[0]) if failures else None,
                            duration_s=duration, worker=worker)
+    stopped = summary.get("error") if summary is not None else None
+    if isinstance(stopped, dict) and stopped.get("message"):  # the envelope of an error
+        return ChunkReport(ok=False, duration_s=duration, worker=worker,
+                           error=_one_line(f"{stopped['message']} (exit {code})"))
     return ChunkReport(ok=False, duration_s=duration, worker=worker,
                        error=_failure_reason(code, stderr))
 

@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from migrate.config.passwords import kind_of
+from migrate.engine import progress
 from migrate.errors import ConnectError, UsageError
 from migrate.fleet.accounts import AccountSpec
 from migrate.fleet.chunk import ChunkLimits, run_chunk, worker_name
@@ -466,8 +467,10 @@ def run_worker(url: str, *, threads: int, workdir: Path | None, heartbeat_timeou
     """``mailmigrate worker``: take chunks until SIGTERM or SIGINT (chunks running then finish)."""
     os.environ.setdefault("dramatiq_queue_prefetch", str(threads))  # read when dramatiq loads
     dramatiq, _ = _imports()
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
-                        format="mailmigrate worker: %(message)s")
+    # Our lines go through the one "mailmigrate" logger (timestamped on stderr, and into
+    # --log-file, which gets them all even with --quiet); Dramatiq's through the root.
+    progress.log_to_stderr(logging.WARNING if quiet else logging.INFO)
+    logging.basicConfig(level=logging.WARNING, format="mailmigrate worker: %(message)s")
     logging.getLogger("dramatiq").setLevel(logging.ERROR if quiet else logging.WARNING)
     # Our own lines go through the "mailmigrate" logger, which does not propagate to
     # the root one: give it the timestamped stderr handler every command uses.

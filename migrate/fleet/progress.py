@@ -3,7 +3,8 @@
 Progress goes to stderr (stdout is for data); the child processes are quiet,
 so this is the only voice of a batch. On a terminal: one bar of accounts
 finished, with the bytes moved, and under it the accounts in flight. Without
-one (cron, a log file): a line per finished or failed account.
+one (cron, a log file): a line per finished or failed account. ``--log-file`` gets
+those lines in any case (with ``--quiet`` and beside the bar too).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from migrate.engine.progress import human_bytes
+from migrate.engine.progress import FILE_ONLY, LOGGER, has_log_file, human_bytes
 from migrate.fleet.ledger import AccountRow, ChunkReport
 from migrate.fleet.passes import PassSummary
 
@@ -34,16 +35,20 @@ class QuietProgress:
 
 
 class LineProgress(QuietProgress):
-    """One line per account that finished or failed, and per failed attempt."""
+    """One line per account that finished or failed, and per failed attempt: on stderr
+    (unless ``terminal`` is False) and in the --log-file, if one is open."""
 
-    def __init__(self) -> None:
+    def __init__(self, terminal: bool = True) -> None:
         self._t0 = time.monotonic()
         self._total = 0
         self._ended = 0
+        self._terminal = terminal
 
     def _say(self, text: str) -> None:
-        print(f"mailmigrate: [{time.monotonic() - self._t0:7.1f}s] {text}", file=sys.stderr,
-              flush=True)
+        if self._terminal:
+            print(f"mailmigrate: [{time.monotonic() - self._t0:7.1f}s] {text}", file=sys.stderr,
+                  flush=True)
+        LOGGER.info(text, extra=FILE_ONLY)  # the file's line has its own timestamp
 
     def start(self, mode: str, rows: Sequence[AccountRow]) -> None:
         self._total = len(rows)
@@ -70,16 +75,20 @@ class LineProgress(QuietProgress):
 
 
 class TtyProgress(QuietProgress):
-    """A tqdm bar of accounts (bytes moved in its postfix) and a line of accounts in flight."""
+    """A tqdm bar of accounts (bytes moved in its postfix) and a line of accounts in flight;
+    ``lines`` (the --log-file's) hears everything too."""
 
-    def __init__(self) -> None:
+    def __init__(self, lines: QuietProgress | None = None) -> None:
         self._bar: Any = None
         self._flight: Any = None
         self._active: dict[int, str] = {}
         self._bytes = 0
+        self._lines = lines or QuietProgress()
 
     def start(self, mode: str, rows: Sequence[AccountRow]) -> None:
         from tqdm import tqdm
+
+        self._lines.start(mode, rows)
 
         self._bar = tqdm(total=len(rows), desc=f"batch {mode}", unit="acct", file=sys.stderr,
                          position=0, dynamic_ncols=True)
@@ -97,6 +106,7 @@ class TtyProgress(QuietProgress):
 
     def chunk_done(self, row: AccountRow, pass_: str, report: ChunkReport, finished: bool,
                    failed: bool) -> None:
+        self._lines.chunk_done(row, pass_, report, finished, failed)
         self._active.pop(row.id, None)
         self._bytes += report.bytes
         if failed:
@@ -108,6 +118,7 @@ class TtyProgress(QuietProgress):
     def finish(self, summary: PassSummary) -> None:
         self._flight.close()
         self._bar.close()
+        self._lines.finish(summary)
 
 
 def _verify_text(report: ChunkReport) -> str:
@@ -117,9 +128,11 @@ def _verify_text(report: ChunkReport) -> str:
 
 
 def make_progress(quiet: bool) -> QuietProgress:
+    """Bar, lines or nothing on stderr; the --log-file's lines whichever (open it first)."""
+    to_file = LineProgress(terminal=False) if has_log_file() else None
     if quiet:
-        return QuietProgress()
-    return TtyProgress() if sys.stderr.isatty() else LineProgress()
+        return to_file or QuietProgress()
+    return TtyProgress(to_file) if sys.stderr.isatty() else LineProgress()
 
 
 __all__ = ["LineProgress", "QuietProgress", "TtyProgress", "make_progress"]

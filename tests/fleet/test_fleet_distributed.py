@@ -31,7 +31,8 @@ class Worker:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "migrate", "worker", "--broker", url, "--threads", "2",
-             "--workdir", str(home / "work"), "--heartbeat-timeout", HEARTBEAT],
+             "--workdir", str(home / "work"), "--heartbeat-timeout", HEARTBEAT,
+             "--log-file", str(home / "worker.log")],
             cwd=home, env=cli_env(PYTHONPATH=os.environ.get("PYTHONPATH", "")),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._read, daemon=True).start()
@@ -116,6 +117,10 @@ def test_scale_out_survives_a_dead_worker_and_a_redis_restart(dovecot, hosts, ma
     finished_elsewhere = [ln for w in workers[1:] for ln in w.lines
                           if "chunk done" in ln and f"({killed_token})" in ln]
     assert finished_elsewhere, f"seed {seed}: chunk {killed_token} never finished elsewhere"
+    for w in workers[1:]:  # --log-file has the lines stderr had
+        logged = (w.home / "worker.log").read_text(encoding="utf-8")
+        assert [ln for ln in w.lines if "chunk done" in ln], f"seed {seed}: a worker did nothing"
+        assert all(ln.split(" ", 1)[1] in logged for ln in w.lines if "chunk done" in ln)
     for proxy in hosts.all():
         assert proxy.peak_connections <= 2, (proxy.key, proxy.peak_connections)
     rows = run_cli("batch", "status", str(ledger), "--json").json()["accounts"]

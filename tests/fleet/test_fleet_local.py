@@ -129,3 +129,31 @@ def test_a_bad_password_fails_that_account_alone(dovecot, hosts, make_fleet, tmp
     rows = status(ledger)["accounts"]
     assert {r["state"] for r in rows} == {"done"} and {r["pass"] for r in rows} == {"final"}
     assert run_cli("batch", "run", str(ledger), "--json", "--quiet").json()["accounts"] == 0
+
+
+def test_a_refused_message_is_counted_once(dovecot, tmp_path):
+    """A restore chunk whose server refuses one message (an empty one, as Dovecot does)
+    exits 1 with that message in its envelope's errors and in message_errors: the
+    ledger counts it once, names it, and the account still finishes."""
+    dest = dovecot.add_user()
+    mbox = tmp_path / "mixed.mbox"
+    mbox.write_bytes(b"From a@b Mon Jan  2 15:04:05 2006\nSubject: before\n\nok\n\n"
+                     b"From a@b Mon Jan  2 15:04:06 2006\n\n"  # an empty message: refused
+                     b"From a@b Mon Jan  2 15:04:07 2006\nSubject: after\n\nok too\n")
+    secret = tmp_path / "dest.pw"
+    secret.write_text(dest.password + "\n")
+    secret.chmod(0o600)
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text("kind,source,dest,source_password,dest_password\n"
+                        f"restore,{mbox},imap://{dest.name}@127.0.0.1:{dovecot.imap_port}?tls=none,,"
+                        f"file:{secret}\n")
+    ledger = tmp_path / "batch.sqlite"
+    assert run_cli("batch", "init", str(ledger), "--accounts", str(accounts)).code == 0
+    run = run_cli("batch", "run", str(ledger), "--json", "--quiet")
+    assert run.code == 1, run.err
+    summary = run.json()
+    assert summary["messages"] == 2 and summary["finished"] == 1
+    [row] = summary["with_errors"]
+    assert row["errors"] == 1 and "mixed" in row["first"] and "rejected" in row["first"], row
+    [account] = status(ledger)["accounts"]
+    assert account["state"] == "synced" and account["errors"] == 1, account
