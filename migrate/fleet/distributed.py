@@ -472,11 +472,6 @@ def run_worker(url: str, *, threads: int, workdir: Path | None, heartbeat_timeou
     progress.log_to_stderr(logging.WARNING if quiet else logging.INFO)
     logging.basicConfig(level=logging.WARNING, format="mailmigrate worker: %(message)s")
     logging.getLogger("dramatiq").setLevel(logging.ERROR if quiet else logging.WARNING)
-    # Our own lines go through the "mailmigrate" logger, which does not propagate to
-    # the root one: give it the timestamped stderr handler every command uses.
-    from migrate.engine import progress
-
-    progress.log_to_stderr()
     log.setLevel(logging.WARNING if quiet else logging.INFO)
     if workdir is None:
         import platformdirs
