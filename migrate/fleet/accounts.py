@@ -35,6 +35,7 @@ from migrate.errors import MailmigrateError, UsageError
 
 KINDS = ("copy", "backup", "drain", "restore")
 FORMATS = ("auto", "native", "imapsync", "exchange")
+IMAPSYNC_HEADER = ("host1", "user1", "password1", "host2", "user2", "password2")
 NATIVE_COLUMNS = ("kind", "source", "dest", "source_password", "dest_password")
 EXCHANGE_COLUMNS = ("emailaddress", "username", "password")
 #: Which side of each kind is a server (the other is an archive path).
@@ -220,10 +221,15 @@ class _Rows:
                                      row.get("source_password", ""), row.get("dest_password", ""))
 
     def imapsync(self, text: str) -> Iterator[tuple[int, AccountSpec | None]]:
+        first = True
         for line, cells in _records(text, delimiter=";"):
             cells = [c.strip() for c in cells]
             while len(cells) > 6 and not cells[-1]:
                 cells.pop()  # imapsync's files end lines with ';'
+            if first and [c.lower() for c in cells] == list(IMAPSYNC_HEADER):
+                first = False  # the FAQ's header line, copied into the file: not an account
+                continue
+            first = False
             if len(cells) != 6:
                 self.bad(line, f"{len(cells)} fields; imapsync lines are "
                          "host1;user1;password1;host2;user2;password2")

@@ -44,11 +44,13 @@ def test_native_csv_with_kinds_templates_and_references(tmp_path):
 def test_imapsync_lines(tmp_path):
     ledger, done = init(tmp_path, (
         "# imapsync sync_loop file\n"
+        "host1;user1;password1;host2;user2;password2\n"  # a header, as in imapsync's FAQ
         "imap.old.example.com;alice;env:PW1;imap.new.example.net;alice@new.example.net;env:PW2;\n"
         "127.0.0.1:1143;bob;s3cret;imap://127.0.0.1:1144?tls=none;bob;t0p;\n"),
         "--allow-clear-passwords", name="file.txt")
     assert done.code == 0, done.err
     rows = accounts(ledger)
+    assert len(rows) == 2, "the header line is not an account"
     assert rows[0]["source"] == "imaps://alice@imap.old.example.com"
     assert rows[0]["dest"] == "imaps://alice%40new.example.net@imap.new.example.net"
     assert rows[1]["dest"] == "imap://bob@127.0.0.1:1144?tls=none"
