@@ -287,9 +287,13 @@ def _literal(data: bytes) -> bytes:
 
 def _astring(text: str) -> bytes:
     """[EXT] X-GM-LABELS: a label is an astring, modified UTF-7 like a folder name; system
-    labels are atoms (\\Inbox)."""
+    labels are atoms (\\Inbox), and so is a simple user label: the page's example answer
+    is ``X-GM-LABELS (\\Inbox \\Sent Important "Muy Importante")``."""
     if text.startswith("\\") and re.fullmatch(r"\\[A-Za-z]+", text):
         return text.encode()
+    encoded = imap_utf7.encode(text).decode("ascii")
+    if re.fullmatch(r"[^\x00-\x20\x7f(){%*\"\\\]]+", encoded):  # RFC 3501 ATOM-CHAR
+        return encoded.encode("ascii")
     return _mailbox(text)
 
 

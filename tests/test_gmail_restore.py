@@ -340,3 +340,24 @@ def test_in_doubt_appends_to_gmail_are_found_by_message_id_and_get_their_labels(
     assert len([q for q in dst.raw_searches if q.startswith("rfc822msgid:")]) == doubted
     got, want = comparable(dst), comparable(src)
     assert {k: v for k, v in got.items() if want[k] != v} == {}
+
+
+def test_labels_that_read_as_numbers_or_nil_round_trip(two_gmails, tmp_path):
+    """Labels sent as atoms (Google's example answer has ``Important`` bare) that a
+    generic IMAP parser reads as a number (``2019``, ``007``) or as NIL come back as
+    the same labels, in the archive and at the destination."""
+    gmail, other = two_gmails
+    user, target = gmail.add_user(), other.add_user()
+    src, dst = gmail.account(user), other.account(target)
+    odd = ("2019", "007", "NIL", "Projekt 2019")
+    src.add(seed_message(1, "odd"), labels=("\\Inbox", *odd), flags={"\\Seen"},
+            date="01-Mar-2024 10:00:00 +0000", where="all")
+    env = env_for(tmp_path, **{PW: user.password, PW2: target.password})
+    archive = tmp_path / "a.sqlite"
+    backup(gmail, user, archive, env)
+    done = run_cli("restore", str(archive), url(other, target), "--password-env", PW2, "--json",
+                   env=env)
+    assert done.code == 0, done.err
+    assert comparable(dst) == comparable(src)
+    [(labels, _flags, _where, _date)] = dst.state().values()
+    assert set(odd) <= set(labels)

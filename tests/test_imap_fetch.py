@@ -18,6 +18,11 @@ from imapclient.response_parser import parse_fetch_response
 
 from migrate.stores.imap_fetch import parse_fetch, uid_set
 
+# X-GM-LABELS as Google's extension page shows them: system labels and simple user
+# labels as atoms, others quoted (with escapes), modified UTF-7 for other scripts
+LABELS = [b"\\Inbox", b"\\Sent", b"\\Important", b"\\Starred", b"Important", b"Work",
+          b'"Muy Importante"', b'"say \\"hi\\" (now)"', b'"back\\\\slash"', b"&AOQ-nderung",
+          b'"Privat/&ANw-nter"', b'""']
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 FLAGS = [b"\\Seen", b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Draft", b"\\Recent",
          b"$Forwarded", b"$MDNSent", b"Junk", b"$label1", b"NonJunk"]
@@ -45,12 +50,16 @@ items = st.one_of(
     st.integers(1, 2**63 - 1).map(lambda n: ("MODSEQ", b"MODSEQ (%d)" % n, None)),
     st.binary(max_size=300).map(lambda b: ("BODY[]", b"BODY[] {%d}" % len(b), b)),
     st.just(("BODY[]", b"BODY[] NIL", None)),
+    st.integers(1, 2**63 - 1).map(lambda n: ("X-GM-MSGID", b"X-GM-MSGID %d" % n, None)),
+    st.integers(1, 2**63 - 1).map(lambda n: ("X-GM-THRID", b"X-GM-THRID %d" % n, None)),
+    st.lists(st.sampled_from(LABELS), max_size=5).map(
+        lambda ls: ("X-GM-LABELS", b"X-GM-LABELS (" + b" ".join(ls) + b")", None)),
 )
 
 # shapes the lean parser does not read; imapclient's parser must answer for them
 unusual = st.one_of(
     st.just(("X", b'BODY[] "short quoted body"', None)),
-    st.just(("X", b"X-GM-MSGID 1278455344230334865", None)),
+    st.just(("X", b"X-GM-MSGID -12", None)),
     st.just(("X", b"uid 77", None)),
     st.just(("X", b"FLAGS (\\Seen 123)", None)),
     st.just(("X", b"FLAGS (NIL)", None)),
@@ -151,3 +160,18 @@ def test_uid_set_compresses_runs():
     assert uid_set([5, 1, 2, 3, 3, 9, 10, 12]) == b"1:3,5,9:10,12"
     assert uid_set([42]) == b"42"
     assert uid_set(range(1, 2001)) == b"1:2000"
+
+
+def test_gmail_labels_that_look_like_numbers_or_nil_stay_labels():
+    """imapclient reads the atom ``2019`` as a number and ``NIL`` as None; as labels
+    (astrings, per Google's X-GM-LABELS) they are text, and come back as they were."""
+    from migrate.folders import make_folder
+    from migrate.stores.imap import gmail_meta
+
+    data = [b'1 (UID 9 X-GM-MSGID 77 X-GM-LABELS (2019 007 NIL "NIL" \\Inbox))']
+    parsed = parse_fetch(data, {9})[9]
+    assert parsed[b"X-GM-LABELS"] == (b"2019", b"007", b"NIL", b"NIL", b"\\Inbox")
+    via_imapclient = imapclient_result(data, {9})[9]
+    all_mail = make_folder("[Gmail]/All Mail", "/", ["\\HasNoChildren", "\\All"])
+    for values in (parsed, via_imapclient):
+        assert gmail_meta(all_mail, values)[1] == ("2019", "007", "NIL", "\\Inbox")

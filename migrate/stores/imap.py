@@ -403,6 +403,8 @@ def gmail_labels(value: Any) -> tuple[str, ...]:
     for item in value if isinstance(value, list | tuple) else ():
         if isinstance(item, int):
             item = str(item).encode()  # a label that is all digits is parsed as a number
+        elif item is None:
+            item = b"NIL"  # imapclient's reading of the atom NIL; a label is an astring
         text = imap_utf7.decode(item) if isinstance(item, bytes) else str(item)
         label = canonical(text)
         if label and label not in out:

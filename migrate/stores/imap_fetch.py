@@ -8,17 +8,19 @@ reply (tags, literals straight from the socket into one ``bytes`` each, BYE,
 NO and BAD, exactly as ``IMAPClient.fetch`` does), and each untagged FETCH
 response is then read with one regular expression per item when it has the
 shape servers send for the items we ask for: ``UID``, ``FLAGS``,
-``INTERNALDATE``, ``RFC822.SIZE``, ``MODSEQ`` and a ``BODY[]`` literal
-(RFC 3501 §7.4.2, RFC 7162 §3.1.4). Any response in another shape (a quoted
-body, an item we did not ask for, odd spacing) goes to imapclient's own
-parser, one response at a time, so the result is what ``IMAPClient.fetch``
+``INTERNALDATE``, ``RFC822.SIZE``, ``MODSEQ``, a ``BODY[]`` literal, and Gmail's
+``X-GM-MSGID``, ``X-GM-THRID`` and ``X-GM-LABELS`` (RFC 3501 §7.4.2, RFC 7162
+§3.1.4, developers.google.com/gmail/imap/imap-extensions). Any response in
+another shape (a quoted body, an item we did not ask for, odd spacing) goes to
+imapclient's own parser, one response at a time, so the result is what ``IMAPClient.fetch``
 returns: ``{uid: {b"SEQ": n, b"FLAGS": (...), ...}}``, with unsolicited
 responses for other messages dropped.
 
 One difference, on purpose: a FETCH response without a UID is an unsolicited
 update keyed by sequence number (RFC 3501 §7.4.2: the server sends UID in every
 response to UID FETCH), so it is dropped here, where imapclient would file it
-under a UID equal to that sequence number.
+under a UID equal to that sequence number. And another: a Gmail label that is an
+atom stays bytes (imapclient turns ``2019`` into a number and ``NIL`` into None).
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ _ITEM = re.compile(
     rb"|RFC822\.SIZE (?P<size>\d+)"
     rb"|MODSEQ \((?P<modseq>\d+)\)"
     rb"|BODY\[\] (?:\{(?P<literal>\d+)\}\Z|(?P<nil>NIL))"
+    rb"|X-GM-(?P<gmnumber>MSGID|THRID) (?P<gmvalue>\d+)"
+    rb"|X-GM-LABELS \((?P<labels>(?:[^()\"{}\r\n]|\"(?:[^\"\\\r\n]|\\.)*\")*)\)"
 )
+# One label of X-GM-LABELS: a quoted string or an atom (RFC 3501 astring).
+_LABEL = re.compile(rb'"((?:[^"\\\r\n]|\\.)*)"|([^\s"]+)')
+_ESCAPE = re.compile(rb"\\(.)")
 
 
 class _Unusual(Exception):
@@ -181,6 +188,10 @@ def _parse(group: list[Any]) -> tuple[int | None, dict[bytes, Any]]:
                     raise _Unusual
                 values[b"BODY[]"] = literal
                 literal = None
+            elif kind == "gmvalue":
+                values[b"X-GM-" + m.group("gmnumber")] = int(m.group("gmvalue"))
+            elif kind == "labels":
+                values[b"X-GM-LABELS"] = _labels(m.group("labels"))
             else:  # BODY[] NIL
                 values[b"BODY[]"] = None
             pos = m.end()
@@ -189,6 +200,20 @@ def _parse(group: list[Any]) -> tuple[int | None, dict[bytes, Any]]:
     if not closed:
         raise _Unusual
     return uid, values
+
+
+def _labels(text: bytes) -> tuple[bytes, ...]:
+    """X-GM-LABELS's list, each label as its bytes (still modified UTF-7).
+
+    Google's extension page shows labels as astrings: ``(\\Inbox \\Sent Important
+    "Muy Importante")``. An atom stays text here: imapclient would make ``007`` the
+    number 7 and ``NIL`` None, and the label would come back as another one.
+    """
+    out: list[bytes] = []
+    for m in _LABEL.finditer(text):
+        quoted, atom = m.groups()
+        out.append(_ESCAPE.sub(rb"\1", quoted) if quoted is not None else atom)
+    return tuple(out)
 
 
 def _date(text: bytes) -> Any:
