@@ -84,10 +84,10 @@ def make_v1_archive(path: Path, count: int) -> None:
 CHILD = """
 import sys, time
 from pathlib import Path
-from migrate.stores import sqlite_schema
+from migrate.formats import summary
 from migrate.stores.sqlite_archive import SqliteArchive
 
-real, calls = sqlite_schema.summarize, 0
+real, calls = summary.summarize, 0
 stop_at, marker, mode = int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
 
 def summarize(raw):
@@ -98,7 +98,7 @@ def summarize(raw):
         time.sleep(600)  # killed here, inside the batch's transaction
     return real(raw)
 
-sqlite_schema.summarize = summarize
+summary.summarize = summarize  # the upgrade looks it up when it runs
 SqliteArchive(Path(sys.argv[1]), readonly=mode == "reader").close()
 """
 

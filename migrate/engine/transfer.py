@@ -404,7 +404,7 @@ def _transfer_folder(
                         pending = None
                     _link_batch(dest, folder, run, reporter, out)
                     continue
-                future = pool.submit(_fetch_batch, source, folder, run)
+                future = pool.submit(_fetch_batch, source, dest, folder, run)
                 if pending is not None:
                     _store_batch(dest, folder, *pending, reporter, out, options.budget)
                 pending = (run, future)
@@ -455,8 +455,16 @@ def _link_batch(dest: DestinationStore, folder: Folder, run: list[MessageRef],
     reporter.advance(len(run), 0)
 
 
-def _fetch_batch(source: SourceStore, folder: Folder, todo: list[MessageRef]) -> list[Message]:
-    return list(source.fetch(folder, todo))
+def _fetch_batch(source: SourceStore, dest: DestinationStore, folder: Folder,
+                 todo: list[MessageRef]) -> list[Message]:
+    """On the fetch thread: the batch, and whatever the destination can work out from it
+    before storing (``prepare``: the SQLite archive's index summaries), so that this
+    runs while the previous batch is written, not after."""
+    messages = list(source.fetch(folder, todo))
+    prepare = getattr(dest, "prepare", None)
+    if callable(prepare):
+        prepare(messages)
+    return messages
 
 
 def _store_batch(dest: DestinationStore, folder: Folder, todo: list[MessageRef],

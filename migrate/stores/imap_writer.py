@@ -46,7 +46,7 @@ import hashlib
 import imaplib
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -123,12 +123,22 @@ def content_hash(raw: bytes) -> str:
     return hashlib.sha256(wire_form(raw)).hexdigest()
 
 
+def _head_lines(data: bytes) -> Iterator[bytes]:
+    """``_LINE_END.split(data)``, lazily: a caller that stops at the blank line after the
+    header never scans the body (splitting all of it was a copy's largest cost)."""
+    start = 0
+    for m in _LINE_END.finditer(data):
+        yield data[start:m.start()]
+        start = m.end()
+    yield data[start:]
+
+
 def header_fields(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[str, str]:
     """First value of each wanted header, unfolded; tolerant of any bytes."""
     wanted = set(names)
     out: dict[str, str] = {}
     current: str | None = None
-    for line in _LINE_END.split(raw[:limit]):
+    for line in _head_lines(raw[:limit]):
         if not line:
             break
         if line[:1] in (b" ", b"\t"):
@@ -144,24 +154,29 @@ def header_fields(raw: bytes, names: Iterable[str], limit: int = 65536) -> dict[
     return {k: _WS.sub(" ", v).strip() for k, v in out.items()}
 
 
-def identity(raw: bytes) -> str:
-    """'id:<Message-ID>', or a signature of Date/From/To/Subject when there is none."""
-    fields = header_fields(raw, ("message-id", *SIG_HEADERS))
+def _identity_of(fields: dict[str, str], loosen: Callable[[str], str] | None = None) -> str:
     msgid = fields.get("message-id", "")
     if msgid:
-        return "id:" + msgid
-    sig = "\0".join(fields.get(h, "") for h in SIG_HEADERS)
+        return "id:" + (loosen(msgid) if loosen else msgid)
+    sig = "\0".join(loosen(fields.get(h, "")) if loosen else fields.get(h, "")
+                    for h in SIG_HEADERS)
     return "sig:" + hashlib.sha256(sig.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+def identity(raw: bytes) -> str:
+    """'id:<Message-ID>', or a signature of Date/From/To/Subject when there is none."""
+    return _identity_of(header_fields(raw, ("message-id", *SIG_HEADERS)))
 
 
 def loose_identity(raw: bytes) -> str:
     """:func:`identity` of the rewrite-tolerant header (see :mod:`migrate.formats.rewrites`)."""
+    return _identity_of(header_fields(raw, ("message-id", *SIG_HEADERS)), rewrites.loosen)
+
+
+def identities(raw: bytes) -> tuple[str, str]:
+    """(:func:`identity`, :func:`loose_identity`) from one read of the header."""
     fields = header_fields(raw, ("message-id", *SIG_HEADERS))
-    msgid = fields.get("message-id", "")
-    if msgid:
-        return "id:" + rewrites.loosen(msgid)
-    sig = "\0".join(rewrites.loosen(fields.get(h, "")) for h in SIG_HEADERS)
-    return "sig:" + hashlib.sha256(sig.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return _identity_of(fields), _identity_of(fields, rewrites.loosen)
 
 
 def loose_hash(raw: bytes) -> str:
@@ -880,8 +895,9 @@ class ImapDestination:
     def _item(self, dest: str, msg: Message) -> _Item:
         wire = wire_form(msg.raw)
         flags, dropped = self._flags_for(dest, msg.flags)
-        return _Item(msg, hashlib.sha256(wire).hexdigest(), len(wire), identity(msg.raw), flags,
-                     loose_ident=loose_identity(msg.raw), loose_sha=rewrites.loose_hash(wire),
+        ident, loose_ident = identities(msg.raw)
+        return _Item(msg, hashlib.sha256(wire).hexdigest(), len(wire), ident, flags,
+                     loose_ident=loose_ident, loose_sha=rewrites.loose_hash(wire),
                      slack=rewrites.header_slack(wire), dropped=dropped)
 
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
@@ -1152,7 +1168,11 @@ class ImapDestination:
         return d
 
     def _entry(self, it: _Item, flags: tuple[str, ...]) -> dict[str, Any]:
-        entry: dict[str, Any] = {"msg": appended_form(it.msg.raw), "flags": flags}
+        raw = it.msg.raw
+        # The wire form as long as the message: no line end was changed, so there is no
+        # bare LF to send as CRLF (two scans of the message fewer).
+        entry: dict[str, Any] = {"msg": raw if it.size == len(raw) else appended_form(raw),
+                                 "flags": flags}
         date = self._date(it)
         if date is not None:
             entry["date"] = date

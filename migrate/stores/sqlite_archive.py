@@ -17,14 +17,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migrate import clock
 from migrate.errors import ArchiveError
 from migrate.folders import NAMES_KEY, NAMES_RELATIVE, as_relative, legacy_namespace, stored_name
-from migrate.formats.summary import summarize
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores import sqlite_schema
 from migrate.stores.lock import ArchiveLock
+
+if TYPE_CHECKING:  # the summary (email.policy, the HTML sanitiser) loads when first needed
+    from migrate.formats.summary import Summary
 
 SCHEMA_VERSION = sqlite_schema.SCHEMA_VERSION
 
@@ -70,6 +73,7 @@ class SqliteArchive:
         self.upgrade_progress = upgrade_progress
         self._lock: ArchiveLock | None = None
         self._folder_ids: dict[str, int] = {}
+        self._summaries: dict[str, Summary] = {}  # sha256 -> summary, from prepare()
         if readonly:
             if not self.path.exists():
                 raise ArchiveError(f"archive {self.path} does not exist; check the path")
@@ -309,11 +313,24 @@ class SqliteArchive:
                        if (r.uid not in have_uids if r.uid is not None else r.key not in have_keys))
         return out
 
+    def prepare(self, messages: Sequence[Message]) -> None:
+        """Summarise a fetched batch for the index ahead of storing it: the engine calls
+        this on its fetch thread, while the batch before is written (SQLite and fsync
+        release the GIL), so the summary, the writer's largest cost, leaves its path.
+        At most the batch being stored and the one fetched are held."""
+        from migrate.formats.summary import summarize
+
+        if not self.readonly:
+            for msg in messages:
+                self._summaries[msg.sha256] = summarize(msg.raw)
+
     def _store_blob(self, msg: Message) -> int:
+        from migrate.formats.summary import summarize
+
         row = self.conn.execute("SELECT id FROM messages WHERE sha256 = ?", (msg.sha256,)).fetchone()
         if row is not None:
             return int(row[0])
-        info = summarize(msg.raw)
+        info = self._summaries.pop(msg.sha256, None) or summarize(msg.raw)
         cur = self.conn.execute(
             "INSERT INTO messages (sha256, size, raw, msgid, subject, from_addr, to_addrs, date,"
             " attachments) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -351,6 +368,9 @@ class SqliteArchive:
                 f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
                 " then run again (what was committed is kept)"
             ) from None
+        finally:
+            for msg in messages:  # those stored before, and all of them after a failure
+                self._summaries.pop(msg.sha256, None)
         return added
 
     def _place(self, fid: int, mid: int, msg: Message | MessageRef, now: str) -> int:

@@ -38,8 +38,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from migrate.formats.summary import Summary, summarize
+if TYPE_CHECKING:  # the summary (email.policy, the HTML sanitiser) loads when first needed
+    from migrate.formats.summary import Summary
 
 SCHEMA_VERSION = 3
 REINDEX_KEY = "reindex_after"
@@ -200,6 +202,8 @@ def reindex_batch(conn: sqlite3.Connection, after: int, batch: int = REINDEX_BAT
     Returns the last id done, or None when there was nothing left (and the
     marker is gone).
     """
+    from migrate.formats.summary import summarize
+
     conn.execute("BEGIN IMMEDIATE")
     try:
         rows = conn.execute("SELECT id, raw FROM messages WHERE id > ? ORDER BY id LIMIT ?",
