@@ -94,6 +94,17 @@ def dovecot_dot() -> Iterator[DovecotServer]:
 
 
 @pytest.fixture(scope="session")
+def courier_like() -> Iterator[DovecotServer]:
+    """Dovecot with Courier's personal namespace: folders below ``INBOX.``, '.' between levels."""
+    try:
+        server = DovecotServer(".", namespace_prefix="INBOX.")
+    except DovecotUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def cyrus() -> Iterator[CyrusServer]:
     try:
         server = CyrusServer()

@@ -269,7 +269,7 @@ passdb {{
 namespace inbox {{
   inbox = yes
   separator = {sep}
-  prefix =
+  prefix = {prefix}
 {mailboxes}}}
 
 service imap-login {{
@@ -349,8 +349,8 @@ class DovecotServer:
     """
 
     kind = "dovecot"
-    #: no personal namespace prefix ("namespace inbox { prefix = }")
-    namespace_prefix = ""
+    #: no personal namespace prefix by default ("namespace inbox { prefix = }")
+    namespace_prefix: str
     #: CREATE "A/B/C" leaves "A" and "A/B" as \\Noselect placeholders
     noselect_parents = True
     #: INTERNALDATE comes back in the Dovecot process's zone (its TZ), not UTC
@@ -368,9 +368,15 @@ class DovecotServer:
         oauth2_introspection_url: str | None = None,
         max_userip_connections: int = 50,
         special_use: dict[str, str] | None = None,
+        namespace_prefix: str = "",
     ) -> None:
         if separator not in ("/", "."):
             raise ValueError("separator must be '/' (Maildir LAYOUT=fs) or '.' (Maildir++)")
+        if namespace_prefix and not namespace_prefix.endswith(separator):
+            raise ValueError("a namespace prefix ends with the separator (INBOX. for '.')")
+        #: Courier's shape is prefix "INBOX." with '.': Dovecot's namespace prefix setting
+        #: gives the same NAMESPACE answer and folder names (doc.dovecot.org, Namespaces)
+        self.namespace_prefix = namespace_prefix
         check_binaries()
         self.separator = separator
         self.tz = tz
@@ -431,6 +437,7 @@ class DovecotServer:
                 gid=self.gid,
                 layout=":LAYOUT=fs" if self.separator == "/" else "",
                 sep=self.separator,
+                prefix=self.namespace_prefix,
                 mailboxes=mailboxes,
                 oauth_mechs=oauth_mechs,
                 oauth_passdb=oauth_passdb,

@@ -1,4 +1,5 @@
-"""Personal namespaces across servers: Cyrus's "INBOX." prefix with '.', Dovecot's none.
+"""Personal namespaces across servers: Cyrus's "INBOX." prefix with '.', Dovecot's none,
+and Courier's "INBOX." (a Dovecot configured so, ``courier_like``).
 
 Archives name folders relative to the namespace (``Archiv/2019``, never
 ``INBOX/Archiv/2019``); restore and copy put them under the destination's own
@@ -91,7 +92,11 @@ def test_a_cyrus_backup_records_names_relative_to_the_namespace(cyrus, tmp_path,
         assert not (archive / "INBOX").exists()
 
 
-@pytest.mark.parametrize(("source", "dest"), [("cyrus", "dovecot"), ("dovecot", "cyrus")])
+PAIRS = [("cyrus", "dovecot"), ("dovecot", "cyrus"), ("courier_like", "dovecot"),
+         ("dovecot", "courier_like"), ("courier_like", "cyrus")]
+
+
+@pytest.mark.parametrize(("source", "dest"), PAIRS)
 def test_restore_lands_in_the_destination_namespace(request, tmp_path, source, dest):
     src, dst = request.getfixturevalue(source), request.getfixturevalue(dest)
     a, b = src.add_user(), dst.add_user()
@@ -109,7 +114,7 @@ def test_restore_lands_in_the_destination_namespace(request, tmp_path, source, d
     assert check.code == 0, check.out + check.err
 
 
-@pytest.mark.parametrize(("source", "dest"), [("cyrus", "dovecot"), ("dovecot", "cyrus")])
+@pytest.mark.parametrize(("source", "dest"), PAIRS)
 def test_copy_maps_one_namespace_to_the_other(request, tmp_path, source, dest):
     src, dst = request.getfixturevalue(source), request.getfixturevalue(dest)
     a, b = src.add_user(), dst.add_user()
