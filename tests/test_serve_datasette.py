@@ -7,8 +7,9 @@ the mail view (with the same IDs) and on the messages table.
 
 from __future__ import annotations
 
+import socket
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from cli_helpers import backup_args, run_cli
@@ -63,3 +64,19 @@ def test_datasette_search_labels_and_hidden_blobs(archive):
         assert mail["fts_pk"] == "message_id" and "search" in mail["columns"]["id"]
         page = process.get("/mail/mail").body.decode()
         assert 'name="_search"' in page  # the search box is on
+
+
+def test_stopping_serve_stops_datasette(archive):
+    """SIGTERM (kill, systemd) reaches `mailmigrate serve` alone: Datasette must not be
+    left behind serving the archive."""
+    with ServeProcess(archive, "--datasette") as process:
+        ready(process)
+        where = urlsplit(process.url)
+    assert process.proc.returncode == 0, "".join(process.log)
+    for _ in range(100):  # the child is waited for before serve exits; allow a slow close
+        try:
+            socket.create_connection((where.hostname, where.port), timeout=1).close()
+        except OSError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"Datasette still answers on {process.url} after serve stopped")

@@ -13,6 +13,7 @@ import importlib.util
 import ipaddress
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -130,11 +131,43 @@ def run_datasette(archive: str, fmt: str | None, host: str, port: int) -> None:
         meta.write_text(json.dumps(metadata(path.stem)), encoding="utf-8")
         typer.echo(f"mailmigrate: Datasette on {archive} (read-only) at {_url(host, port)}; "
                    "Ctrl-C stops", err=True)
-        done = subprocess.run([sys.executable, "-m", "datasette", "serve", str(path),
-                               "--metadata", str(meta), "--host", host, "--port", str(port)],
-                              stdin=subprocess.DEVNULL)
-    if done.returncode not in (0, -2, 130):
-        raise UsageError(f"datasette stopped with exit code {done.returncode}")
+        code = _run_child([sys.executable, "-m", "datasette", "serve", str(path),
+                           "--metadata", str(meta), "--host", host, "--port", str(port)])
+    if code not in (0, 130, 143, -signal.SIGINT, -signal.SIGTERM):
+        raise UsageError(f"datasette stopped with exit code {code}")
+
+
+def _run_child(args: list[str]) -> int:
+    """Run Datasette until it ends, or until we are told to stop.
+
+    Ctrl-C reaches the whole process group, but SIGTERM or SIGHUP (``kill``, systemd,
+    a closed SSH session) reach only us: pass them on and wait, so no Datasette is
+    left serving the archive after ``mailmigrate serve`` is gone.
+    """
+    child = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # the child had its SIGINT too: give it time to finish
+            try:
+                return child.wait(timeout=10)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.terminate()
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 @app.command("serve")
