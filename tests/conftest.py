@@ -69,9 +69,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("server", kinds, indirect=True)
 
 
-def _start(separator: str) -> DovecotServer:
+def _start(separator: str, **options: Any) -> DovecotServer:
     try:
-        server = DovecotServer(separator)
+        server = DovecotServer(separator, **options)
     except DovecotUnavailable as e:
         message = str(e)
     else:
@@ -96,11 +96,8 @@ def dovecot_dot() -> Iterator[DovecotServer]:
 @pytest.fixture(scope="session")
 def courier_like() -> Iterator[DovecotServer]:
     """Dovecot with Courier's personal namespace: folders below ``INBOX.``, '.' between levels."""
-    try:
-        server = DovecotServer(".", namespace_prefix="INBOX.")
-    except DovecotUnavailable as e:
-        pytest.fail(str(e), pytrace=False)
-    yield server.start()
+    server = _start(".", namespace_prefix="INBOX.")
+    yield server
     server.stop()
 
 

@@ -221,15 +221,12 @@ class _Rows:
                                      row.get("source_password", ""), row.get("dest_password", ""))
 
     def imapsync(self, text: str) -> Iterator[tuple[int, AccountSpec | None]]:
-        first = True
-        for line, cells in _records(text, delimiter=";"):
+        for index, (line, cells) in enumerate(_records(text, delimiter=";")):
             cells = [c.strip() for c in cells]
             while len(cells) > 6 and not cells[-1]:
                 cells.pop()  # imapsync's files end lines with ';'
-            if first and [c.lower() for c in cells] == list(IMAPSYNC_HEADER):
-                first = False  # the FAQ's header line, copied into the file: not an account
-                continue
-            first = False
+            if index == 0 and tuple(c.lower() for c in cells) == IMAPSYNC_HEADER:
+                continue  # the FAQ's header line, copied into the file: not an account
             if len(cells) != 6:
                 self.bad(line, f"{len(cells)} fields; imapsync lines are "
                          "host1;user1;password1;host2;user2;password2")
