@@ -19,6 +19,7 @@ import os
 import re
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,19 @@ def atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
         raise
 
 
+def read_named_toml(path: Path, what: str, known: Callable[[], list[str]], create: str
+                    ) -> dict[str, Any]:
+    """A named config file (a job, an OAuth2 service) as TOML; a missing one names the
+    known ones and the command that creates one, a broken one says where it is."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        listed = ", ".join(known()) or "none yet"
+        raise UsageError(f"no {what} named {path.stem!r} (known: {listed}); {create}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what} file {path} is not valid TOML: {exc}") from None
+
+
 def save_job(job: Job, *, overwrite: bool = False) -> Path:
     job.validate()
     if job.path.exists() and not overwrite:
@@ -250,14 +264,7 @@ def save_job(job: Job, *, overwrite: bool = False) -> Path:
 
 def load_job(name: str) -> Job:
     path = jobs_dir() / f"{check_name(name)}.toml"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        known = ", ".join(list_job_names()) or "none yet"
-        raise UsageError(f"no job named {name!r} (known: {known}); create it with "
-                         "`mailmigrate jobs add`") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"job file {path} is not valid TOML: {exc}") from None
+    data = read_named_toml(path, "job", list_job_names, "create it with `mailmigrate jobs add`")
     return Job.from_toml(name, data)
 
 

@@ -22,14 +22,13 @@ import contextlib
 import json
 import threading
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from migrate.config.endpoints import TokenGetter
-from migrate.config.jobs import atomic_write, check_name
+from migrate.config.jobs import atomic_write, check_name, read_named_toml
 from migrate.config.oauth.client import (
     access_token_of,
     assertion_session,
@@ -186,14 +185,8 @@ def save_service(svc: Service, *, overwrite: bool = False, secret: str | None = 
 
 def load_service(name: str) -> Service:
     path = services_dir() / f"{check_name(name)}.toml"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        known = ", ".join(s.name for s in list_services()) or "none yet"
-        raise UsageError(f"no OAuth2 service named {name!r} (known: {known}); add it with "
-                         "`mailmigrate auth service add`") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"OAuth2 service file {path} is not valid TOML: {exc}") from None
+    data = read_named_toml(path, "OAuth2 service", lambda: [s.name for s in list_services()],
+                           "add it with `mailmigrate auth service add`")
     return Service.from_toml(name, data)
 
 
