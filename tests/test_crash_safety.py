@@ -71,7 +71,7 @@ def peak_rss_kb(args: list[str], env: dict[str, str]) -> int:
         out.unlink()
 
 
-# 200 messages of 60 KB already fill more than one 8 MB fetch batch, so both
+# 200 messages of 60 KB already fill more than one 6 MB fetch batch, so both
 # runs reach the steady state (one batch being fetched, one being stored); what
 # a leak per message would add on top shows as the difference.
 MEMORY_MESSAGE_SIZE = 60_000

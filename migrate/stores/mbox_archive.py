@@ -71,6 +71,10 @@ class MboxArchive:
     another run's batch in flight.
     """
 
+    #: A folder's own .mbox and index rows; nothing one folder holds depends on another's
+    #: (:class:`~migrate.stores.base.IndependentFolders`).
+    folders_independent = True
+
     def __init__(self, root: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False) -> None:
         self.root = Path(root)
         self.account = account

@@ -62,6 +62,10 @@ def _parse_iso(text: str | None) -> datetime | None:
 class SqliteArchive:
     """A SQLite archive file; implements DestinationStore and ArchiveReader."""
 
+    #: A placement per folder and UID, content shared by hash as it is stored
+    #: (:class:`~migrate.stores.base.IndependentFolders`).
+    folders_independent = True
+
     def __init__(
         self, path: Path, account: str = "", lock_wait: float = 5.0, readonly: bool = False,
         upgrade_progress: bool = True,
