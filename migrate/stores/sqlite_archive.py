@@ -296,25 +296,40 @@ class SqliteArchive:
 
     def missing(self, folder: Folder, refs: Sequence[MessageRef]) -> list[MessageRef]:
         fid = self._folder_id(folder)
-        out: list[MessageRef] = []
-        for start in range(0, len(refs), 500):
-            chunk = refs[start:start + 500]
-            uids = [r.uid for r in chunk if r.uid is not None]
-            keys = [r.key for r in chunk if r.uid is None]
-            have_uids: set[int] = set()
-            have_keys: set[str] = set()
-            if uids:
-                marks = ",".join("?" * len(uids))
-                have_uids = {row[0] for row in self.conn.execute(
-                    f"SELECT uid FROM folder_messages WHERE folder_id = ? AND uid IN ({marks})",
-                    (fid, *uids))}
-            if keys:
-                marks = ",".join("?" * len(keys))
-                have_keys = {row[0] for row in self.conn.execute(
-                    f"SELECT uidl FROM folder_messages WHERE folder_id = ? AND uidl IN ({marks})",
-                    (fid, *keys))}
-            out.extend(r for r in chunk
-                       if (r.uid not in have_uids if r.uid is not None else r.key not in have_keys))
+        have_uids, have_keys = self._placed(fid, [r.uid for r in refs if r.uid is not None],
+                                            [r.key for r in refs if r.uid is None])
+        return [r for r in refs
+                if (r.uid not in have_uids if r.uid is not None else r.key not in have_keys)]
+
+    def _placed(self, fid: int, uids: Sequence[int], keys: Sequence[str]
+                ) -> tuple[set[int], set[str]]:
+        """The UIDs, and the keys of uid-less (POP3) messages, that folder ``fid`` holds
+        among these: one query per 500, not one per message."""
+        have_uids: set[int] = set()
+        have_keys: set[str] = set()
+        for start in range(0, len(uids), 500):
+            chunk = list(uids[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            have_uids.update(row[0] for row in self.conn.execute(
+                f"SELECT uid FROM folder_messages WHERE folder_id = ? AND uid IN ({marks})",
+                (fid, *chunk)))
+        for start in range(0, len(keys), 500):
+            chunk_keys = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk_keys))
+            have_keys.update(row[0] for row in self.conn.execute(
+                f"SELECT uidl FROM folder_messages WHERE folder_id = ? AND uidl IN ({marks})",
+                (fid, *chunk_keys)))
+        return have_uids, have_keys
+
+    def _contents(self, digests: Sequence[str]) -> dict[str, int]:
+        """{sha256: content id} of the contents among ``digests`` already stored."""
+        out: dict[str, int] = {}
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update((str(d), int(i)) for d, i in self.conn.execute(
+                f"SELECT sha256, id FROM messages WHERE sha256 IN ({marks})", chunk))
         return out
 
     def prepare(self, messages: Sequence[Message]) -> None:
@@ -328,12 +343,14 @@ class SqliteArchive:
             for msg in messages:
                 self._summaries[msg.sha256] = summarize(msg.raw)
 
-    def _store_blob(self, msg: Message) -> int:
+    def _store_blob(self, msg: Message, stored: dict[str, int]) -> int:
+        """The content id of ``msg``: the one in ``stored`` (the batch's contents the
+        archive holds, kept up to date here), else a new row with its index entry."""
         from migrate.formats.summary import summarize
 
-        row = self.conn.execute("SELECT id FROM messages WHERE sha256 = ?", (msg.sha256,)).fetchone()
-        if row is not None:
-            return int(row[0])
+        mid = stored.get(msg.sha256)
+        if mid is not None:
+            return mid
         info = self._summaries.pop(msg.sha256, None) or summarize(msg.raw)
         cur = self.conn.execute(
             "INSERT INTO messages (sha256, size, raw, msgid, subject, from_addr, to_addrs, date,"
@@ -343,6 +360,7 @@ class SqliteArchive:
         )
         mid = int(cur.lastrowid or 0)
         self.conn.execute(sqlite_schema.INSERT_FTS, sqlite_schema.fts_row(mid, info))
+        stored[msg.sha256] = mid
         return mid
 
     def add_messages(self, folder: Folder, messages: Sequence[Message]) -> int:
@@ -352,21 +370,24 @@ class SqliteArchive:
         try:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
+                # What the folder and the archive hold of the batch, asked once for it
+                have_uids, have_keys = self._placed(
+                    fid, [m.uid for m in messages if m.uid is not None],
+                    [m.key for m in messages if m.uid is None])
+                before = self._contents([m.sha256 for m in messages])
+                stored = dict(before)
                 for msg in messages:
-                    if msg.uid is not None:
-                        exists = self.conn.execute(
-                            "SELECT 1 FROM folder_messages WHERE folder_id = ? AND uid = ?",
-                            (fid, msg.uid)).fetchone()
-                    else:
-                        exists = self.conn.execute(
-                            "SELECT 1 FROM folder_messages WHERE folder_id = ? AND uidl = ?",
-                            (fid, msg.key)).fetchone()
-                    if exists:
+                    if msg.uid in have_uids if msg.uid is not None else msg.key in have_keys:
                         continue
-                    mid = self._store_blob(msg)
+                    mid = self._store_blob(msg, stored)
                     if msg.gid is not None:
                         self._gmail_row(folder, msg.gid, mid, msg.thread, msg.labels)
-                    added += self._place(fid, mid, msg, now)
+                    # only content held before can have a detached placement to re-attach
+                    added += self._place(fid, mid, msg, now, reattach=msg.sha256 in before)
+                    if msg.uid is not None:
+                        have_uids.add(msg.uid)
+                    else:
+                        have_keys.add(msg.key)
         except sqlite3.OperationalError as exc:
             raise ArchiveError(
                 f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
@@ -377,12 +398,14 @@ class SqliteArchive:
                 self._summaries.pop(msg.sha256, None)
         return added
 
-    def _place(self, fid: int, mid: int, msg: Message | MessageRef, now: str) -> int:
+    def _place(self, fid: int, mid: int, msg: Message | MessageRef, now: str,
+               reattach: bool = True) -> int:
         """One placement of content ``mid`` in folder ``fid`` (inside the caller's
         transaction); a row detached by a UIDVALIDITY change with the same content is
-        re-attached instead. Returns 1."""
+        re-attached instead (looked for unless ``reattach`` is False: content stored
+        in this very batch). Returns 1."""
         flags = json.dumps(list(msg.flags), ensure_ascii=False)
-        if msg.uid is not None:
+        if msg.uid is not None and reattach:
             detached = self.conn.execute(
                 "SELECT id FROM folder_messages WHERE folder_id = ? AND message_id = ?"
                 " AND uid IS NULL AND uidl IS NULL LIMIT 1", (fid, mid)).fetchone()
