@@ -181,8 +181,10 @@ class World:
     def imap_url(self, user: User, port: int | None = None) -> str:
         return f"imap://{user.name}@127.0.0.1:{port or self.server.imap_port}?tls=none"
 
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "migrate"])
+
     def mailmigrate(self, *args: str, **env: str) -> tuple[list[str], dict[str, str]]:
-        return [sys.executable, "-m", "migrate", *args, "--quiet"], {**self.python_env, **env}
+        return [*self.command, *args, "--quiet"], {**self.python_env, **env}
 
 
 def imap_count(server: DovecotServer, user: User) -> int:
@@ -510,12 +512,14 @@ def _fmt(x: float | None, unit: str = " s", digits: int = 2) -> str:
 
 
 def report(outcomes: list[Outcome], repeat: int, scale: float, started: dict[str, str],
-           ended: dict[str, str], w: World) -> str:
+           ended: dict[str, str], w: World, installed: Installed, floor: float) -> str:
     lines = [f"Run of {started['date']}, `python bench/peers.py --repeat {repeat}"
              + (f" --scale {scale}" if scale != 1 else "") + "`; "
              f"medians of {repeat}, tools interleaved. Machine: {started['machine']}; "
              f"load average {started['load']} at the start, {ended['load']} at the end "
-             "(shared with other work: compare the ratios, not the seconds).", ""]
+             "(shared with other work: compare the ratios, not the seconds). "
+             f"mailmigrate ran {installed.how}; that interpreter starting and importing "
+             f"typer and imapclient, nothing else, takes {floor:.3f} s (the no-op's floor).", ""]
     loads = sorted({o.job for o in outcomes})
     seeded = {j.name: w.loads[j.load] for j in JOBS if j.name in loads and j.load in w.loads}
     for name, s in sorted(seeded.items()):
@@ -634,21 +638,68 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="mmpeers"))
     work.chmod(0o755)
     env = python_env(work)
+    installed = install_mailmigrate(work)
+    floor = installed.floor(env)
     outcomes: list[Outcome] = []
     try:
         with server.start():
-            w = World(server, work, tools, env)
+            w = World(server, work, tools, env, command=installed.command)
             for job in JOBS:
                 if job.name in wanted:
                     repeat = opts.link_repeat if job.link and opts.link_repeat else opts.repeat
                     outcomes.extend(run_job(w, job, repeat, opts.scale))
-            text = report(outcomes, opts.repeat, opts.scale, started, machine_state(), w)
+            text = report(outcomes, opts.repeat, opts.scale, started, machine_state(), w,
+                          installed, floor)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(text)
     if not opts.no_write:
         write_results(text, set(wanted))
         print(f"written to {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+
+
+@dataclass
+class Installed:
+    """How mailmigrate runs in this benchmark: installed as a user installs it (pip into
+    a virtual environment of the system's Python, the interpreter pipx uses), else from
+    the source tree with this interpreter."""
+
+    command: list[str]
+    python: str
+    how: str
+
+    def floor(self, env: dict[str, str], runs: int = 7) -> float:
+        """The no-op's floor: this interpreter starting and importing the CLI's two
+        frameworks (typer, imapclient), median of ``runs``."""
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            subprocess.run([self.python, "-c", "import typer, imapclient"], env=env, check=True)
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+
+def install_mailmigrate(work: Path) -> Installed:
+    """``pip install`` of this tree into ``work/venv`` with /usr/bin/python3 (pipx's
+    interpreter on Debian); the source tree on this interpreter when that cannot be done
+    (no venv module, no package index), said in the report."""
+    system = Path("/usr/bin/python3")
+    venv = work / "venv"
+    if system.exists():
+        made = subprocess.run([str(system), "-m", "venv", str(venv)], capture_output=True)
+        if made.returncode == 0:
+            pip = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)],
+                                 capture_output=True, text=True)
+            if pip.returncode == 0:
+                version = subprocess.run([str(venv / "bin" / "python"), "-c",
+                                          "import platform; print(platform.python_version())"],
+                                         capture_output=True, text=True).stdout.strip()
+                return Installed([str(venv / "bin" / "mailmigrate")], str(venv / "bin" / "python"),
+                                 f"installed with pip into a venv of /usr/bin/python3 {version}")
+            print(f"pip install into a venv failed ({pip.stderr.strip()[-200:]}); running "
+                  "from the source tree", file=sys.stderr)
+    return Installed([sys.executable, "-m", "migrate"], sys.executable,
+                     f"from the source tree on {sys.executable}")
 
 
 def python_env(work: Path) -> dict[str, str]:
