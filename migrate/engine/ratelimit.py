@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import date
 
 from migrate.config.rates import Rate, parse_rate
+from migrate.errors import MessageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
-from migrate.stores.base import SourceStore
+from migrate.stores.base import SourceStore, statuses_of
 
 
 class Pacer:
@@ -80,6 +81,9 @@ class RateLimitedSource:
 
     def status(self, folder: Folder) -> FolderStatus:
         return self.inner.status(folder)
+
+    def statuses(self, folders: Sequence[Folder]) -> list[FolderStatus | MessageError]:
+        return statuses_of(self.inner, folders)
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:

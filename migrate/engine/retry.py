@@ -42,7 +42,13 @@ from typing import Protocol, TypeVar, runtime_checkable
 from migrate.errors import ConnectError, FolderError, MailmigrateError, MessageError, ThrottledError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
-from migrate.stores.base import DestinationStore, LinkingDestination, OrderedSource, SourceStore
+from migrate.stores.base import (
+    DestinationStore,
+    LinkingDestination,
+    OrderedSource,
+    SourceStore,
+    statuses_of,
+)
 
 T = TypeVar("T")
 
@@ -196,6 +202,11 @@ class RetryingSource(_RetryingStore):
 
     def status(self, folder: Folder) -> FolderStatus:
         return self._do(f"STATUS of {folder.name!r}", lambda: self.inner.status(folder))
+
+    def statuses(self, folders: Sequence[Folder]) -> list[FolderStatus | MessageError]:
+        """Every folder's STATUS (pipelined where the inner source can), retried as a whole."""
+        return self._do(f"STATUS of {len(folders)} folders",
+                        lambda: statuses_of(self.inner, folders))
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:

@@ -48,7 +48,7 @@ from migrate.folders import select_folders
 from migrate.model import Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.reporting import NullReporter, Reporter
 from migrate.results import FolderResult, TransferResult
-from migrate.stores.base import DestinationStore, LinkingDestination, SourceStore
+from migrate.stores.base import DestinationStore, LinkingDestination, SourceStore, statuses_of
 
 # Two batches are in memory per connection (one stored, the next fetched), also across
 # a folder boundary (_Tail): 6 MB keeps the mixed reference load under 70 MB peak RSS
@@ -260,17 +260,24 @@ class _Plan:
 
 def _plan(source: SourceStore, dest: DestinationStore, folders: Sequence[Folder],
           options: TransferOptions) -> list[_Plan]:
+    selectable = [f for f in folders if f.selectable]
+    # one round trip for them all where the source pipelines (ImapSource.statuses)
+    status_of = dict(zip((f.name for f in selectable), statuses_of(source, selectable),
+                         strict=True))
     plans: list[_Plan] = []
     for folder in folders:
-        if not folder.selectable:
+        answer = status_of.get(folder.name) if folder.selectable else None
+        if answer is None:
             plans.append(_Plan())
-            continue
-        try:
-            status = source.status(folder)
-            plans.append(_Plan(status, dest.checkpoint(folder, status)))
-        except MessageError as exc:
-            plans.append(_Plan(error=exc))
+        elif isinstance(answer, MessageError):
+            plans.append(_Plan(error=answer))
+        else:
+            try:
+                plans.append(_Plan(answer, dest.checkpoint(folder, answer)))
+            except MessageError as exc:
+                plans.append(_Plan(error=exc))
     return plans
+
 
 
 def _transfer_one(source: SourceStore, dest: DestinationStore, folder: Folder,

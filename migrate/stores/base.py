@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
+from migrate.errors import MessageError
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 
 
@@ -54,6 +55,24 @@ class SourceStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def statuses_of(source: SourceStore, folders: Sequence[Folder]
+                ) -> list[FolderStatus | MessageError]:
+    """The STATUS of each folder, or the error that folder alone gets: through the
+    source's ``statuses`` where it has one (IMAP pipelines them: one round trip), else
+    one ``status`` call per folder."""
+    pipelined = getattr(source, "statuses", None)
+    if callable(pipelined):
+        answers: list[FolderStatus | MessageError] = list(pipelined(folders))
+        return answers
+    out: list[FolderStatus | MessageError] = []
+    for folder in folders:
+        try:
+            out.append(source.status(folder))
+        except MessageError as exc:
+            out.append(exc)
+    return out
 
 
 @runtime_checkable

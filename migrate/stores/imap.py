@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import imapclient
 from imapclient import imap_utf7
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
+from imapclient.response_parser import parse_response
 
 from migrate.config.endpoints import Endpoint, PasswordSource
 from migrate.errors import (
@@ -49,6 +50,9 @@ from migrate.stores.imap_fetch import uid_fetch, uid_fetch_from
 
 _T = TypeVar("_T")
 LIST_CHUNK = 2000  # UIDs per RFC822.SIZE / FLAGS listing command
+# STATUS commands sent before their answers are read: their answers (~100 bytes each)
+# stay far below any socket buffer, so neither side can block the other.
+STATUS_PIPELINE = 50
 # Largest literal accepted outside a body fetch (folder names, headers): a
 # server that announces more is lying or hostile.
 LISTING_LITERAL_LIMIT = 1 << 20
@@ -552,9 +556,7 @@ class ImapSource:
         return [first, [f for f in folders if f not in first]]
 
     def status(self, folder: Folder) -> FolderStatus:
-        items = ["MESSAGES", "UIDNEXT", "UIDVALIDITY"]
-        if self.condstore:
-            items.append("HIGHESTMODSEQ")
+        items = self._status_items()
         st = self._status(folder, items)
         if st is None and self.condstore:
             st = self._status(folder, items[:3])  # the plain STATUS, without CONDSTORE
@@ -565,6 +567,80 @@ class ImapSource:
         self._uidvalidity[folder.server_name] = uidvalidity
         return FolderStatus(uidvalidity=uidvalidity, uidnext=uidnext, messages=messages,
                             highestmodseq=modseq)
+
+    def statuses(self, folders: Sequence[Folder]) -> list[FolderStatus | MessageError]:
+        """STATUS of every folder, pipelined (RFC 3501 §5.5): sent STATUS_PIPELINE at a
+        time and answered together, so a run's first step costs one round trip per
+        STATUS_PIPELINE folders, not one per folder (a no-op run over a 30 ms link with
+        15 folders: 15 round trips fewer). A folder whose answer is not a readable OK
+        is asked again on its own (:meth:`status`: its error, its fallbacks)."""
+        out: list[FolderStatus | MessageError] = []
+        for start in range(0, len(folders), STATUS_PIPELINE):
+            chunk = folders[start:start + STATUS_PIPELINE]
+            for folder, answer in zip(chunk, self._pipelined_status(chunk), strict=True):
+                if answer is None:
+                    try:
+                        out.append(self.status(folder))
+                    except MessageError as exc:
+                        out.append(exc)
+                    continue
+                uidvalidity, uidnext, messages, modseq = answer
+                self._uidvalidity[folder.server_name] = uidvalidity
+                out.append(FolderStatus(uidvalidity=uidvalidity, uidnext=uidnext,
+                                        messages=messages, highestmodseq=modseq))
+        return out
+
+    def _pipelined_status(self, folders: Sequence[Folder]
+                          ) -> list[tuple[int, int, int, int | None] | None]:
+        """The answers to one pipelined STATUS per folder: the values, or None for a
+        NO, a BAD or a reply that cannot be read. The commands go out in one write,
+        formed and tagged as imaplib's ``_command`` forms them (the names quoted by
+        imapclient, never a literal), before the first answer is read; imaplib files
+        each untagged STATUS before its tagged completion, which comes before the next
+        command's answers (one connection answers in order)."""
+        items = self._status_items()
+        imap = self.client._imap
+        what = ("(" + " ".join(items) + ")").encode("ascii")
+        answers: list[tuple[int, int, int, int | None] | None] = []
+        try:
+            for typ in ("OK", "NO", "BAD"):  # as _command does: these belong to one command
+                imap.untagged_responses.pop(typ, None)
+            tags: list[bytes] = []
+            lines: list[bytes] = []
+            for folder in folders:
+                tags.append(imap._new_tag())
+                lines.append(tags[-1] + b" STATUS "
+                             + self.client._normalise_folder(folder.server_name) + b" " + what
+                             + b"\r\n")
+            imap.send(b"".join(lines))
+            for tag in tags:
+                try:
+                    typ, data = imap._command_complete("STATUS", tag)
+                except IMAPClientAbortError:
+                    raise
+                except IMAPClientError:  # BAD: asked again alone, which says why
+                    answers.append(None)
+                    continue
+                typ, data = imap._untagged_response(typ, data, "STATUS")
+                answers.append(self._status_answer(data, items) if typ == "OK" else None)
+        except (IMAPClientAbortError, OSError) as exc:
+            raise self._guard("reading the status of the folders", exc) from None
+        return answers
+
+    def _status_items(self) -> list[str]:
+        return ["MESSAGES", "UIDNEXT", "UIDVALIDITY", *(("HIGHESTMODSEQ",) if self.condstore else ())]
+
+    @staticmethod
+    def _status_answer(data: list[Any], items: list[str]
+                       ) -> tuple[int, int, int, int | None] | None:
+        """One untagged STATUS answer read as imapclient's ``folder_status`` reads it."""
+        try:
+            response = parse_response([d for d in data if d is not None])
+            pairs = list(response[-1])
+            return ImapSource._status_values(dict(zip(pairs[::2], pairs[1::2], strict=True)),
+                                             items)
+        except REPLY_SHAPE_ERRORS:
+            return None
 
     def _status(self, folder: Folder, items: list[str]
                 ) -> tuple[int, int, int, int | None] | None:
@@ -579,6 +655,10 @@ class ImapSource:
         except IMAPClientError as exc:
             _throttled(exc, self.endpoint.host)
             raise MessageError(f"STATUS failed for folder {folder.name!r}: {exc}") from None
+        return self._status_values(st, items)
+
+    @staticmethod
+    def _status_values(st: Any, items: list[str]) -> tuple[int, int, int, int | None] | None:
         if not isinstance(st, dict):
             return None
         values = [_number(st.get(key)) for key in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES")]
