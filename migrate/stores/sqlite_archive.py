@@ -25,6 +25,7 @@ from migrate.folders import NAMES_KEY, NAMES_RELATIVE, as_relative, legacy_names
 from migrate.model import FlagChange, Folder, FolderCheckpoint, FolderStatus, Message, MessageRef
 from migrate.stores import sqlite_schema
 from migrate.stores.lock import ArchiveLock
+from migrate.stores.sqlite_checkpoint import BackgroundCheckpoint
 
 if TYPE_CHECKING:  # the summary (email.policy, the HTML sanitiser) loads when first needed
     from migrate.formats.summary import Summary
@@ -59,6 +60,11 @@ def _parse_iso(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+# The writer checkpoints by itself only when the background checkpoint lags this far
+# behind (pages of 16 KiB: 64 MB of WAL; SQLite's default is 1,000 pages).
+CHECKPOINT_BOUND_PAGES = 4096
+
+
 class SqliteArchive:
     """A SQLite archive file; implements DestinationStore and ArchiveReader."""
 
@@ -78,6 +84,7 @@ class SqliteArchive:
         self._lock: ArchiveLock | None = None
         self._folder_ids: dict[str, int] = {}
         self._summaries: dict[str, Summary] = {}  # sha256 -> summary, from prepare()
+        self._checkpoint: BackgroundCheckpoint | None = None
         if readonly:
             if not self.path.exists():
                 raise ArchiveError(f"archive {self.path} does not exist; check the path")
@@ -225,6 +232,9 @@ class SqliteArchive:
 
     def close(self) -> None:
         try:
+            if self._checkpoint is not None:
+                self._checkpoint.stop()
+                self._checkpoint = None
             self.conn.close()
         finally:
             if self._lock:
@@ -367,6 +377,11 @@ class SqliteArchive:
         fid = self._folder_id(folder)
         now = clock.now().isoformat(timespec="seconds")
         added = 0
+        if self._checkpoint is None:
+            # The WAL goes back into the file beside the writer, not inside its commits;
+            # SQLite's own checkpoint stays as the bound (64 MB) should that fall behind.
+            self.conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BOUND_PAGES}")
+            self._checkpoint = BackgroundCheckpoint(self.path)
         try:
             with self.conn:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -396,6 +411,8 @@ class SqliteArchive:
         finally:
             for msg in messages:  # those stored before, and all of them after a failure
                 self._summaries.pop(msg.sha256, None)
+        if self._checkpoint is not None:
+            self._checkpoint.committed()
         return added
 
     def _place(self, fid: int, mid: int, msg: Message | MessageRef, now: str,
