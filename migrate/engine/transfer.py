@@ -279,7 +279,6 @@ def _plan(source: SourceStore, dest: DestinationStore, folders: Sequence[Folder]
     return plans
 
 
-
 def _transfer_one(source: SourceStore, dest: DestinationStore, folder: Folder,
                   options: TransferOptions, reporter: Reporter, out: FolderResult,
                   plan: _Plan | None = None, should_stop: Callable[[], bool] = lambda: False,
@@ -452,6 +451,8 @@ def _transfer_folder(
     if cp.last_uid > 0 and not options.dry_run:
         changes = list(source.flag_changes(folder, cp, status))
         if changes:
+            if tail is not None:
+                tail.settle()  # nothing of this folder is written before the one before is done
             out.flags_updated = dest.update_flags(folder, changes)
     listing_cp = cp
     if options.since is not None or cp.partial:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from migrate import clock
 from migrate.errors import ArchiveError
@@ -315,21 +315,18 @@ class SqliteArchive:
                 ) -> tuple[set[int], set[str]]:
         """The UIDs, and the keys of uid-less (POP3) messages, that folder ``fid`` holds
         among these: one query per 500, not one per message."""
-        have_uids: set[int] = set()
-        have_keys: set[str] = set()
-        for start in range(0, len(uids), 500):
-            chunk = list(uids[start:start + 500])
+        return self._present(fid, "uid", uids), self._present(fid, "uidl", keys)
+
+    def _present(self, fid: int, column: str, values: Sequence[Any]) -> set[Any]:
+        """The ``values`` found in ``folder_messages.column`` (uid or uidl) of folder ``fid``."""
+        found: set[Any] = set()
+        for start in range(0, len(values), 500):
+            chunk = list(values[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            have_uids.update(row[0] for row in self.conn.execute(
-                f"SELECT uid FROM folder_messages WHERE folder_id = ? AND uid IN ({marks})",
+            found.update(row[0] for row in self.conn.execute(
+                f"SELECT {column} FROM folder_messages WHERE folder_id = ? AND {column} IN ({marks})",
                 (fid, *chunk)))
-        for start in range(0, len(keys), 500):
-            chunk_keys = list(keys[start:start + 500])
-            marks = ",".join("?" * len(chunk_keys))
-            have_keys.update(row[0] for row in self.conn.execute(
-                f"SELECT uidl FROM folder_messages WHERE folder_id = ? AND uidl IN ({marks})",
-                (fid, *chunk_keys)))
-        return have_uids, have_keys
+        return found
 
     def _contents(self, digests: Sequence[str]) -> dict[str, int]:
         """{sha256: content id} of the contents among ``digests`` already stored."""
