@@ -45,13 +45,19 @@ class Source:
         self.first_fetch = {n: threading.Event() for n in self.names}
         self.fail_fetch: set[tuple[str, int]] = set()  # (folder, first uid of the batch)
         self.fail_listing: dict[str, Exception] = {}
+        self.extra: dict[str, int] = {}  # folder: messages past PER_FOLDER (new mail)
+        self.flagged: set[str] = set()  # folders whose first message got \\Flagged
 
     def list_folders(self) -> list[Folder]:
         return [Folder(name=n, server_name=n) for n in self.names]
 
+    def _count(self, folder: Folder) -> int:
+        return PER_FOLDER + self.extra.get(folder.name, 0)
+
     def status(self, folder: Folder) -> FolderStatus:
-        return FolderStatus(uidvalidity=1, uidnext=PER_FOLDER + 1, messages=PER_FOLDER,
-                            highestmodseq=1)
+        n = self._count(folder)
+        return FolderStatus(uidvalidity=1, uidnext=n + 1, messages=n,
+                            highestmodseq=2 if folder.name in self.flagged else 1)
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:
@@ -59,7 +65,7 @@ class Source:
             raise self.fail_listing[folder.name]
         return iter([MessageRef(str(u), len(raw(folder.name, u)), u,
                                 gid=f"g{self._shown(folder, u)}" if self.gid else None)
-                     for u in range(checkpoint.last_uid + 1, PER_FOLDER + 1)])
+                     for u in range(checkpoint.last_uid + 1, self._count(folder) + 1)])
 
     def _shown(self, folder: Folder, uid: int) -> int:
         """Which message of the first folder a Gmail-like folder shows at ``uid``: the
@@ -69,6 +75,8 @@ class Source:
 
     def flag_changes(self, folder: Folder, checkpoint: FolderCheckpoint,
                      status: FolderStatus) -> Iterator[FlagChange]:
+        if folder.name in self.flagged:
+            return iter([FlagChange(key="1", uid=1, flags=("\\Flagged",))])
         return iter(())
 
     def fetch(self, folder: Folder, refs: Sequence[MessageRef]) -> Iterator[Message]:
@@ -107,6 +115,10 @@ class Archive(SqliteArchive):
     def link(self, folder: Folder, refs: Sequence[MessageRef]) -> int:
         self.events.append(("link", folder.name, refs[0].key))
         return super().link(folder, refs)
+
+    def update_flags(self, folder: Folder, changes: Sequence[FlagChange]) -> int:
+        self.events.append(("flags", folder.name))
+        return super().update_flags(folder, changes)
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         self.events.append(("finish", folder.name))
@@ -255,6 +267,21 @@ def test_a_folder_skipped_as_unchanged_or_noselect_still_settles_the_one_before(
     assert where(events, "finish", "A") < where(events, "folder_done", "A") < \
         where(events, "folder_done", "B") < where(events, "folder_done", "C") < \
         where(events, "folder_start", "D")
+
+
+def test_the_next_folders_flag_changes_wait_for_the_folder_before(tmp_path):
+    events, source, dest, reporter = setup(tmp_path, folders=("A", "B"))
+    try:
+        transfer(source, dest, TransferOptions(batch_messages=BATCH))
+        source.extra["A"] = 8  # new mail in A: batches 13-17 and 18-20
+        source.flagged.add("B")  # a flag changed in B
+        events.clear()
+        result = transfer(source, dest, TransferOptions(batch_messages=BATCH), reporter)
+    finally:
+        dest.close()
+    assert result.folders[1].flags_updated == 1
+    assert where(events, "store", "A", "18") < where(events, "finish", "A") < \
+        where(events, "folder_done", "A") < where(events, "flags", "B")
 
 
 class PlainOrder(Archive):
