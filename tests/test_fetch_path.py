@@ -103,6 +103,31 @@ class TurnCountingProxy(TcpProxy):
             self.turns = 0
 
 
+def test_the_turn_counter_counts_waits_not_commands(dovecot):
+    """The counter the round-trip tests rest on: three commands each sent after the
+    answer to the one before are three turns; three sent in one write, one."""
+    import socket
+
+    def exchange(proxy: TurnCountingProxy, pipelined: bool) -> int:
+        with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
+            reader = sock.makefile("rb")
+            reader.readline()  # the greeting
+            proxy.reset_turns()
+            tags = [b"a%d" % i for i in range(3)]
+            if pipelined:
+                sock.sendall(b"".join(t + b" NOOP\r\n" for t in tags))
+            for tag in tags:
+                if not pipelined:
+                    sock.sendall(tag + b" NOOP\r\n")
+                while not reader.readline().startswith(tag + b" "):
+                    pass
+            return proxy.turns
+
+    with TurnCountingProxy(dovecot.host, dovecot.imap_port, record=False) as proxy:
+        assert exchange(proxy, pipelined=False) == 3
+        assert exchange(proxy, pipelined=True) == 1
+
+
 # -- one round trip per batch ---------------------------------------------------------
 # Every run below is one engine batch (under 400 messages and 8 MB), so its turns
 # must not depend on how many messages the batch holds: with a round trip per
