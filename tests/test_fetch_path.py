@@ -283,3 +283,36 @@ def test_pipelined_status_gives_what_one_status_gives_and_a_vanished_folder_its_
         else:
             assert answer == alone, folder.name
     assert {f.name for f in folders} >= {"Archiv/2019", "Spaß", "with space", "Last"}
+
+
+class NoPipelining(TcpProxy):
+    """Something on the way that drops the connection when two STATUS commands arrive
+    together (RFC 3501 §5.5 lets a client pipeline; not every middlebox agrees)."""
+
+    def _count_to_server(self, conn, data: bytes) -> None:  # type: ignore[no-untyped-def]
+        super()._count_to_server(conn, data)
+        if data.count(b" STATUS ") > 1:
+            self.cuts += 1
+            conn.abort(rst=True)
+
+    cuts = 0
+
+
+def test_a_connection_lost_during_pipelined_status_goes_on_one_status_at_a_time(dovecot,
+                                                                              tmp_path):
+    user = account_with_folders(dovecot, ["A", "B", "C"])
+    with NoPipelining(dovecot.host, dovecot.imap_port) as proxy:
+        archive = tmp_path / "a.sqlite"
+        result = run_cli("backup", via(proxy, "imap", user), str(archive), "--password-env",
+                         PASSWORD_ENV, "--quiet", "--retries", "3", "--retry-delay", "0.05",
+                         env=cli_env(user.password))
+    assert result.code == 0, result.err
+    assert proxy.cuts == 1  # the pipelined attempt, then one STATUS per folder
+    import sqlite3
+    db = sqlite3.connect(archive)
+    try:
+        names = {n for (n,) in db.execute(
+            "SELECT f.name FROM folder_messages fm JOIN folders f ON f.id = fm.folder_id")}
+    finally:
+        db.close()
+    assert names >= {"A", "B", "C"}

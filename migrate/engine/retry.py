@@ -188,6 +188,16 @@ class _RetryingStore:
         return _retrying(self.policy, self.reporter, self._reconnectable, what, call, before_retry)
 
 
+class _OneAtATime:
+    """A source seen through its ``status`` alone (no pipelined ``statuses``)."""
+
+    def __init__(self, inner: SourceStore) -> None:
+        self.inner = inner
+
+    def status(self, folder: Folder) -> FolderStatus:
+        return self.inner.status(folder)
+
+
 class RetryingSource(_RetryingStore):
     """A :class:`SourceStore` that survives dropped connections of a reconnectable source."""
 
@@ -204,9 +214,19 @@ class RetryingSource(_RetryingStore):
         return self._do(f"STATUS of {folder.name!r}", lambda: self.inner.status(folder))
 
     def statuses(self, folders: Sequence[Folder]) -> list[FolderStatus | MessageError]:
-        """Every folder's STATUS (pipelined where the inner source can), retried as a whole."""
-        return self._do(f"STATUS of {len(folders)} folders",
-                        lambda: statuses_of(self.inner, folders))
+        """Every folder's STATUS (pipelined where the inner source can), retried as a
+        whole; after a connection lost during it, one STATUS at a time, in case it was the
+        pipelining that the server or something on the way did not take."""
+        tries = 0
+
+        def call() -> list[FolderStatus | MessageError]:
+            nonlocal tries
+            tries += 1
+            if tries == 1:
+                return statuses_of(self.inner, folders)
+            return statuses_of(_OneAtATime(self.inner), folders)
+
+        return self._do(f"STATUS of {len(folders)} folders", call)
 
     def list_new(self, folder: Folder, checkpoint: FolderCheckpoint,
                  since: date | None = None) -> Iterator[MessageRef]:

@@ -57,7 +57,13 @@ class SourceStore(Protocol):
     def close(self) -> None: ...
 
 
-def statuses_of(source: SourceStore, folders: Sequence[Folder]
+class HasStatus(Protocol):
+    """What :func:`statuses_of` needs of a source."""
+
+    def status(self, folder: Folder) -> FolderStatus: ...
+
+
+def statuses_of(source: HasStatus, folders: Sequence[Folder]
                 ) -> list[FolderStatus | MessageError]:
     """The STATUS of each folder, or the error that folder alone gets: through the
     source's ``statuses`` where it has one (IMAP pipelines them: one round trip), else
