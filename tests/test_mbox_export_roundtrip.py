@@ -318,3 +318,22 @@ def test_dovecots_mbox_driver_reads_the_export(dovecot, tmp_path):
             assert want < got and (b"Status:" in head), (msg.key, want, got)
             merged += 1
     assert merged < 10
+
+
+def test_a_message_with_its_own_x_gmail_labels_header_comes_back_whole(tmp_path):
+    """The export adds Takeout's X-Gmail-Labels line only for a message with labels, and
+    its From line says so (+labels): a message that begins with such a header of its own
+    keeps it, with or without labels of its own (Hypothesis found the first case)."""
+    own = b"X-Gmail-Labels: Work\nSubject: kept\n\nbody\n"
+    msgs = [Message(key="0", raw=own), Message(key="1", raw=b"X-Gmail-Labels: \n\nx\n"),
+            Message(key="2", raw=own, gid="7", labels=("Home",))]
+    path = tmp_path / "g.mbox"
+    write_export(path, msgs)
+    assert path.read_bytes().count(b"+labels@localhost") == 1
+    box, got = read_back(path)
+    try:
+        # one entry per frame (a labelled one is listed in each of its label folders)
+        assert list({m.key: m.raw for m in got}.values()) == [m.raw for m in msgs]
+        assert box.exported == 3
+    finally:
+        box.close()

@@ -243,7 +243,7 @@ def iter_frame_spans(fp: BinaryIO, start: int = 0, end: int | None = None) -> It
 EXPORT_LOCALPART: Final = "mailmigrate-export"
 EXPORT_DOMAIN: Final = "localhost"
 _EXPORT_FROM_RE: Final = re.compile(
-    rb"From mailmigrate-export(\+crlf|\+raw)?(\+nonl)?(\+nodate)?@localhost "
+    rb"From mailmigrate-export(\+crlf|\+raw)?(\+nonl)?(\+nodate)?(\+labels)?@localhost "
     rb"((?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) [A-Z][a-z]{2} [ 0-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9] "
     rb"[0-9]{4})\n\Z"
 )
@@ -262,13 +262,17 @@ class ExportMark:
     eol: str = EOL_LF
     newline_added: bool = False
     dated: bool = True
+    #: a fourth line, Takeout's ``X-Gmail-Labels``, was added: only then is one taken off
+    #: (a message may begin with an ``X-Gmail-Labels`` header of its own)
+    labelled: bool = False
 
     @property
     def sender(self) -> str:
         """The envelope sender token that spells this mark."""
         tags = "".join(f"+{t}" for t, on in ((self.eol, self.eol != EOL_LF),
                                               ("nonl", self.newline_added),
-                                              ("nodate", not self.dated)) if on)
+                                              ("nodate", not self.dated),
+                                              ("labels", self.labelled)) if on)
         return f"{EXPORT_LOCALPART}{tags}@{EXPORT_DOMAIN}"
 
 
@@ -279,7 +283,8 @@ def parse_export_mark(from_line: bytes) -> ExportMark | None:
         return None
     eol = match.group(1)
     return ExportMark(eol=eol[1:].decode("ascii") if eol else EOL_LF,
-                      newline_added=match.group(2) is not None, dated=match.group(3) is None)
+                      newline_added=match.group(2) is not None, dated=match.group(3) is None,
+                      labelled=match.group(4) is not None)
 
 
 def _keyword_text(flag: str) -> str:
@@ -356,7 +361,8 @@ def encode_export(raw: bytes, flags: Iterable[str] = (), date: datetime | None =
     ``Frame.eol`` is the line-end marker, as for :func:`encode`.
     """
     body, eol = split_eol(raw)
-    mark = ExportMark(eol=eol, newline_added=not body.endswith(b"\n"), dated=date is not None)
+    mark = ExportMark(eol=eol, newline_added=not body.endswith(b"\n"), dated=date is not None,
+                      labelled=labels is not None)
     head = f"From {mark.sender} {asctime(date)}\n".encode("ascii") + status_lines(flags)
     if labels is not None:
         head += labels_line(labels)

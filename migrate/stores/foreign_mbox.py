@@ -417,9 +417,9 @@ class ForeignMbox:
                     # (a Status of its own, X-Gmail-Labels) are its bytes, not metadata.
                     skip, flags_of = ours
                     self.exported += 1
-                    # Our fourth line, when the message had Gmail labels: placed by them,
-                    # as a Takeout message is.
-                    labelled = mboxrd.parse_labels_line(head[skip:])
+                    # Our fourth line, when the message had Gmail labels (the mark says
+                    # so): placed by them, as a Takeout message is.
+                    labelled = mboxrd.parse_labels_line(head[skip:]) if mark.labelled else None
                     placed: list[str] = [folder_of_file]
                     labels: tuple[str, ...] | None = None
                     if labelled is not None:

@@ -10,6 +10,7 @@ committed: one fsync per batch keeps the archive fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -221,7 +222,7 @@ class SqliteArchive:
         if prefixed:
             return False
         if not self.readonly:
-            with self.conn:
+            with self._writing():
                 self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                                   (NAMES_KEY, NAMES_RELATIVE))
         return True
@@ -242,6 +243,20 @@ class SqliteArchive:
                 self._lock = None
 
     # -- destination side ----------------------------------------------------------
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction. A write SQLite refuses (disk full, a read-only file) is
+        an ArchiveError naming the fix (exit 5), wherever in a run it comes, never a
+        traceback; what was committed before stays."""
+        try:
+            with self.conn:
+                yield
+        except sqlite3.OperationalError as exc:
+            raise ArchiveError(
+                f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
+                " then run again (what was committed is kept)"
+            ) from None
+
     def _folder_id(self, folder: Folder) -> int:
         """The folder's row id, created on first use; -1 for an unknown folder when read-only."""
         name = self.row_name(folder)
@@ -254,7 +269,7 @@ class SqliteArchive:
         if self.readonly:  # a dry run looks, never writes
             return int(row[0]) if row is not None else -1
         if row is None:
-            with self.conn:
+            with self._writing():
                 cur = self.conn.execute(
                     "INSERT INTO folders (account, name, delimiter, special_use, selectable)"
                     " VALUES (?, ?, ?, ?, ?)",
@@ -264,7 +279,7 @@ class SqliteArchive:
             fid = int(cur.lastrowid or 0)
         else:
             fid = int(row[0])
-            with self.conn:
+            with self._writing():
                 self.conn.execute(
                     "UPDATE folders SET delimiter = ?, special_use = ?, selectable = ?"
                     " WHERE id = ?",
@@ -285,7 +300,7 @@ class SqliteArchive:
                 return FolderCheckpoint(uidvalidity=status.uidvalidity)
             # New UIDVALIDITY (or first visit): old UIDs mean nothing now. Keep the
             # messages, detach their UIDs; add_messages re-attaches by content.
-            with self.conn:
+            with self._writing():
                 self.conn.execute(
                     "UPDATE folder_messages SET uid = NULL WHERE folder_id = ? AND uid IS NOT NULL",
                     (fid,),
@@ -380,7 +395,7 @@ class SqliteArchive:
             self.conn.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_BOUND_PAGES}")
             self._checkpoint = BackgroundCheckpoint(self.path)
         try:
-            with self.conn:
+            with self._writing():
                 self.conn.execute("BEGIN IMMEDIATE")
                 # What the folder and the archive hold of the batch, asked once for it
                 have_uids, have_keys = self._placed(
@@ -400,11 +415,6 @@ class SqliteArchive:
                         have_uids.add(msg.uid)
                     else:
                         have_keys.add(msg.key)
-        except sqlite3.OperationalError as exc:
-            raise ArchiveError(
-                f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
-                " then run again (what was committed is kept)"
-            ) from None
         finally:
             for msg in messages:  # those stored before, and all of them after a failure
                 self._summaries.pop(msg.sha256, None)
@@ -473,22 +483,17 @@ class SqliteArchive:
         held = self._held(folder, [r.gid for r in refs if r.gid])
         now = clock.now().isoformat(timespec="seconds")
         added = 0
-        try:
-            with self.conn:
-                self.conn.execute("BEGIN IMMEDIATE")
-                for ref in refs:
-                    mid = held.get(ref.gid or "")
-                    if mid is None or ref.uid is None or self.conn.execute(
-                            "SELECT 1 FROM folder_messages WHERE folder_id = ? AND uid = ?",
-                            (fid, ref.uid)).fetchone():
-                        continue
-                    if ref.labels is not None or ref.thread is not None:
-                        self._gmail_row(folder, str(ref.gid), mid, ref.thread, ref.labels)
-                    added += self._place(fid, mid, ref, now)
-        except sqlite3.OperationalError as exc:
-            raise ArchiveError(
-                f"cannot write to archive {self.path}: {exc}; free disk space or fix permissions,"
-                " then run again (what was committed is kept)") from None
+        with self._writing():
+            self.conn.execute("BEGIN IMMEDIATE")
+            for ref in refs:
+                mid = held.get(ref.gid or "")
+                if mid is None or ref.uid is None or self.conn.execute(
+                        "SELECT 1 FROM folder_messages WHERE folder_id = ? AND uid = ?",
+                        (fid, ref.uid)).fetchone():
+                    continue
+                if ref.labels is not None or ref.thread is not None:
+                    self._gmail_row(folder, str(ref.gid), mid, ref.thread, ref.labels)
+                added += self._place(fid, mid, ref, now)
         return added
 
     def has_labels(self) -> bool:
@@ -515,7 +520,7 @@ class SqliteArchive:
         messages changed."""
         fid = self._folder_id(folder)
         changed = 0
-        with self.conn:
+        with self._writing():
             for ch in changes:
                 flags = json.dumps(list(ch.flags), ensure_ascii=False)
                 if ch.uid is not None:
@@ -538,7 +543,7 @@ class SqliteArchive:
 
     def finish_folder(self, folder: Folder, status: FolderStatus, complete: bool = True) -> None:
         fid = self._folder_id(folder)
-        with self.conn:
+        with self._writing():
             if complete:
                 self.conn.execute(
                     "UPDATE folders SET uidvalidity = COALESCE(?, uidvalidity), uidnext = ?,"

@@ -185,3 +185,63 @@ def test_drain_delete_onto_a_full_disk_deletes_nothing_then_finishes(dovecot, ac
         assert client.search(["ALL"]) == []  # now archived, so deleted
     finally:
         client.logout()
+
+
+class RefusingConnection:
+    """The archive's connection, refusing every write as SQLite does on a full disk
+    (``sqlite3.OperationalError: database or disk is full``); reads pass."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "BEGIN")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.lstrip().upper().startswith(self.WRITES):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __enter__(self) -> RefusingConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.rollback()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._conn, name)
+
+
+def test_every_archive_write_refused_by_sqlite_is_an_archive_error(tmp_path):
+    """Wherever in a run the disk fills (a batch, the folder's finish, a flag update,
+    a new folder, a Gmail link), the archive says so as an ArchiveError (exit 5 with
+    the fix), never with SQLite's own traceback."""
+    from migrate.errors import ArchiveError
+    from migrate.model import FlagChange, Folder, FolderStatus, Message, MessageRef
+    from migrate.stores.sqlite_archive import SqliteArchive
+
+    inbox, other = Folder("INBOX", "INBOX"), Folder("Other", "Other")
+    status = FolderStatus(uidvalidity=1, uidnext=2, messages=1)
+    archive = SqliteArchive(tmp_path / "a.sqlite", account="t@x")
+    try:
+        archive.checkpoint(inbox, status)
+        archive.add_messages(inbox, [Message(key="1", uid=1, raw=b"Subject: a\r\n\r\nb\r\n",
+                                             gid="g1")])
+        real = archive.conn
+        archive.conn = RefusingConnection(real)  # type: ignore[assignment]
+        writes = {
+            "add_messages": lambda: archive.add_messages(
+                inbox, [Message(key="2", uid=2, raw=b"Subject: c\r\n\r\nd\r\n")]),
+            "finish_folder": lambda: archive.finish_folder(inbox, status),
+            "update_flags": lambda: archive.update_flags(
+                inbox, [FlagChange(key="1", uid=1, flags=("\\Seen",))]),
+            "checkpoint of a new folder": lambda: archive.checkpoint(other, status),
+            "link": lambda: archive.link(inbox, [MessageRef("3", 10, 3, gid="g1")]),
+        }
+        for what, write in writes.items():
+            with pytest.raises(ArchiveError, match="free disk space"):
+                write()
+            assert what
+        archive.conn = real
+        assert archive.conn.execute("SELECT count(*) FROM folder_messages").fetchone()[0] == 1
+    finally:
+        archive.close()
