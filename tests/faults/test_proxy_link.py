@@ -117,6 +117,12 @@ def test_keep_delivering_sends_what_a_dead_client_already_sent():
                 s = socket.create_connection(proxy.address)
                 s.sendall(body)
                 assert read_all.wait(10)  # every byte is in the proxy: "on the wire"
+                # What passed before the hold has been read by the server: a reset that
+                # came first would make its kernel drop it unread (on a loaded machine)
+                deadline = time.monotonic() + 10
+                while (not server.received or len(server.received[0]) < 1000) and \
+                        time.monotonic() < deadline:
+                    time.sleep(0.01)
                 rst_close(s)  # kill -9 of a process with SO_LINGER 0
                 time.sleep(0.1)
                 proxy.release()
