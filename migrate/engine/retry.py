@@ -188,16 +188,6 @@ class _RetryingStore:
         return _retrying(self.policy, self.reporter, self._reconnectable, what, call, before_retry)
 
 
-class _OneAtATime:
-    """A source seen through its ``status`` alone (no pipelined ``statuses``)."""
-
-    def __init__(self, inner: SourceStore) -> None:
-        self.inner = inner
-
-    def status(self, folder: Folder) -> FolderStatus:
-        return self.inner.status(folder)
-
-
 class RetryingSource(_RetryingStore):
     """A :class:`SourceStore` that survives dropped connections of a reconnectable source."""
 
@@ -222,9 +212,7 @@ class RetryingSource(_RetryingStore):
         def call() -> list[FolderStatus | MessageError]:
             nonlocal tries
             tries += 1
-            if tries == 1:
-                return statuses_of(self.inner, folders)
-            return statuses_of(_OneAtATime(self.inner), folders)
+            return statuses_of(self.inner, folders, pipelined=tries == 1)
 
         return self._do(f"STATUS of {len(folders)} folders", call)
 

@@ -199,7 +199,6 @@ class _Tail:
     as if it had run in place; the next folder writes nothing and reports nothing
     before that, so every folder's durable steps keep their order."""
 
-    folder: Folder
     out: FolderResult
     reporter: Reporter
     finish: Callable[[], None]
@@ -214,7 +213,7 @@ class _Tail:
             finish()
         except MessageError as exc:
             self.out.error = str(exc)
-            self.reporter.warn(f"{self.folder.name}: {exc}")
+            self.reporter.warn(f"{self.out.name}: {exc}")
         self.reporter.folder_done(self.out)
 
 
@@ -529,7 +528,7 @@ def _transfer_folder(
         start()
         # Leaving this block waits for the last fetch: the connection is free again.
     if carry and pending is not None:
-        return _Tail(folder, out, reporter, finish)
+        return _Tail(out, reporter, finish)
     finish()
     return None
 

@@ -63,14 +63,14 @@ class HasStatus(Protocol):
     def status(self, folder: Folder) -> FolderStatus: ...
 
 
-def statuses_of(source: HasStatus, folders: Sequence[Folder]
+def statuses_of(source: HasStatus, folders: Sequence[Folder], *, pipelined: bool = True
                 ) -> list[FolderStatus | MessageError]:
     """The STATUS of each folder, or the error that folder alone gets: through the
-    source's ``statuses`` where it has one (IMAP pipelines them: one round trip), else
-    one ``status`` call per folder."""
-    pipelined = getattr(source, "statuses", None)
-    if callable(pipelined):
-        answers: list[FolderStatus | MessageError] = list(pipelined(folders))
+    source's ``statuses`` where it has one and ``pipelined`` allows it (IMAP pipelines
+    them: one round trip), else one ``status`` call per folder."""
+    many = getattr(source, "statuses", None) if pipelined else None
+    if callable(many):
+        answers: list[FolderStatus | MessageError] = list(many(folders))
         return answers
     out: list[FolderStatus | MessageError] = []
     for folder in folders:
